@@ -1,0 +1,101 @@
+"""The `glacierfs` command line.
+
+Every expected failure ends as one line on stderr and a non-zero exit: click's usage errors and
+our UserError alike. A traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import UserError
+
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="glacierfs")
+def cli() -> None:
+    """glacierfs: Amazon S3 Glacier vaults as a filesystem, and a local Glacier service."""
+
+
+@cli.command()
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where vaults, archives and uploads are stored (created if missing).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Loopback unless you say otherwise.")
+@click.option("--port", default=0, show_default=True, type=int,
+              help="TCP port; 0 picks a free one.")
+@click.option("--region", default="us-east-1", show_default=True)
+@click.option("--account-id", default="123456789012", show_default=True,
+              help="12-digit account id used in ARNs and Location headers.")
+@click.option("--access-key", envvar="GLACIERFS_ACCESS_KEY",
+              help="Access key id clients must sign with [env GLACIERFS_ACCESS_KEY]. "
+                   "Default: a random pair stored in DATA_DIR/credentials.")
+@click.option("--secret-key", envvar="GLACIERFS_SECRET_KEY",
+              help="Secret access key [env GLACIERFS_SECRET_KEY].")
+@click.option("--job-delay", default=0.0, show_default=True, type=float,
+              help="Seconds a retrieval job stays InProgress.")
+@click.option("--upload-expiry", default=86400.0, show_default=True, type=float,
+              help="Seconds of inactivity after which a multipart upload disappears.")
+@click.option("--latency", "latency_ms", default=0.0, show_default=True, type=float,
+              help="Milliseconds added to every request.")
+@click.option("--faults", default="", help="Fault injection rules, e.g. "
+              "'UploadMultipartPart:500:0.1' (see README).")
+@click.option("--seed", type=int, default=None, help="Seed for reproducible fault injection.")
+@click.option("--threads", default=16, show_default=True, type=int,
+              help="HTTP worker threads.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+def serve(data_dir: Path, log_level: str, **options) -> None:
+    """Run the local Glacier-compatible vault service.
+
+    Prints the endpoint URL as the first line on stdout, then serves until SIGTERM or SIGINT.
+    """
+    from .server import LocalVaultServer, ServerConfig
+
+    _setup_logging(log_level)
+    server = LocalVaultServer(ServerConfig(data_dir=data_dir, **options))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    try:
+        print(server.endpoint_url, flush=True)
+        click.echo(f"glacierfs serve: region {server.config.region}, account "
+                   f"{server.config.account_id}, data in {data_dir}", err=True)
+        click.echo(server.usage_hint(), err=True)
+        while not stop.wait(3600):
+            pass
+    finally:
+        server.stop()
+        click.echo("glacierfs serve: stopped", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="glacierfs", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("glacierfs: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        click.echo(f"glacierfs: {error.format_message()}", err=True)
+        sys.exit(error.exit_code)
+    except UserError as error:
+        click.echo(f"glacierfs: {error}", err=True)
+        sys.exit(error.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

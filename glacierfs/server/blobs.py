@@ -1,0 +1,160 @@
+"""Durable blob files for the local vault service.
+
+Every byte a client sends lands in a file under DATA_DIR/blobs whose name the server made up
+(random hex), never a name derived from a vault name or id. A body is streamed to DATA_DIR/tmp in
+1 MiB reads while its SHA-256 and tree hash are computed in the same pass, fsynced, then renamed
+into place and the directory fsynced. So memory stays flat whatever the body size, and a file the
+database points at is always complete. Files nobody points at (a crash between rename and
+commit) are swept at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from ..treehash import TreeHasher
+from .errors import RequestTimeout
+
+READ_SIZE = 1 << 20  # one tree-hash leaf per read: hashing never needs to re-slice
+
+
+class IncompleteBody(RequestTimeout):
+    """The client sent fewer bytes than its Content-Length (it went away mid-body)."""
+
+
+@dataclass
+class Ingested:
+    """A body written to a temporary file with both of its hashes."""
+
+    temp_path: Path
+    size: int
+    sha256: str
+    tree_hash: str
+
+
+class BlobStore:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "blobs"
+        self.tmp = data_dir / "tmp"
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Anything left in tmp/ was never acknowledged to a client.
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def _temp_path(self) -> Path:
+        return self.tmp / secrets.token_hex(16)
+
+    def path(self, name: str) -> Path:
+        return self.root / name[:2] / name
+
+    def ingest(self, stream: BinaryIO, length: int) -> Ingested:
+        """Stream `length` bytes from `stream` to a temp file, hashing as they pass."""
+        temp = self._temp_path()
+        content = hashlib.sha256()
+        tree = TreeHasher()
+        remaining = length
+        try:
+            with open(temp, "wb") as out:
+                while remaining:
+                    chunk = stream.read(min(READ_SIZE, remaining))
+                    if not chunk:
+                        raise IncompleteBody(f"body ended {remaining} bytes early")
+                    remaining -= len(chunk)
+                    content.update(chunk)
+                    tree.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return Ingested(temp, length, content.hexdigest(), tree.hexdigest())
+
+    def new_temp(self) -> Path:
+        return self._temp_path()
+
+    def commit(self, temp: Path) -> str:
+        """Move a finished, fsynced temp file into the store; return its blob name."""
+        name = secrets.token_hex(16)
+        final = self.path(name)
+        final.parent.mkdir(exist_ok=True)
+        os.replace(temp, final)
+        _fsync_dir(final.parent)
+        return name
+
+    def link(self, name: str) -> str:
+        """A second durable name for the same bytes (job output survives archive deletion)."""
+        new = secrets.token_hex(16)
+        target = self.path(new)
+        target.parent.mkdir(exist_ok=True)
+        os.link(self.path(name), target)
+        _fsync_dir(target.parent)
+        return new
+
+    def remove(self, name: str | None) -> None:
+        if name:
+            self.path(name).unlink(missing_ok=True)
+
+    def discard(self, temp: Path) -> None:
+        temp.unlink(missing_ok=True)
+
+    def all_names(self) -> Iterator[str]:
+        for sub in self.root.iterdir():
+            if sub.is_dir():
+                for blob in sub.iterdir():
+                    yield blob.name
+
+    def sweep(self, referenced: set[str]) -> int:
+        """Delete blobs no row refers to; return how many."""
+        removed = 0
+        for name in list(self.all_names()):
+            if name not in referenced:
+                self.remove(name)
+                removed += 1
+        return removed
+
+    def concatenate(self, names: list[str], temp: Path) -> None:
+        """Write the blobs one after another into `temp` (in-kernel copy, no user-space buffer)."""
+        with open(temp, "wb") as out:
+            for name in names:
+                with open(self.path(name), "rb") as src:
+                    size = os.fstat(src.fileno()).st_size
+                    copied = 0
+                    while copied < size:
+                        n = os.copy_file_range(src.fileno(), out.fileno(), size - copied)
+                        if n == 0:
+                            raise OSError(f"blob {name} shrank while being copied")
+                        copied += n
+            out.flush()
+            os.fsync(out.fileno())
+
+    def read_range(self, name: str, first: int, last: int) -> Iterator[bytes]:
+        with open(self.path(name), "rb") as src:
+            src.seek(first)
+            remaining = last - first + 1
+            while remaining:
+                chunk = src.read(min(READ_SIZE, remaining))
+                if not chunk:
+                    raise OSError(f"blob {name} is shorter than expected")
+                remaining -= len(chunk)
+                yield chunk
+
+    def tree_hash_range(self, name: str, first: int, last: int) -> str:
+        hasher = TreeHasher()
+        for chunk in self.read_range(name, first, last):
+            hasher.update(chunk)
+        return hasher.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,203 @@
+"""Run the local vault service: in-process on a background thread, or as `glacierfs serve`.
+
+    with LocalVaultServer(ServerConfig(data_dir=tmp)) as server:
+        client = boto3.client("glacier", **server.client_kwargs())
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+from cheroot import wsgi
+
+from ..errors import UserError
+from .app import GlacierApp, InjectedDrop
+from .auth import Credentials
+from .config import ServerConfig
+
+log = logging.getLogger(__name__)
+
+CREDENTIALS_FILE = "credentials"
+CONFIG_FILE = "config"
+PROFILE = "default"
+
+
+class _HTTPServer(wsgi.Server):
+    """cheroot's server with its error output sent to logging, and injected drops kept quiet."""
+
+    def error_log(self, msg="", level=logging.INFO, traceback=False):
+        if sys.exc_info()[0] is InjectedDrop:
+            return
+        log.log(level, "http: %s", msg, exc_info=traceback)
+
+
+def load_or_create_credentials(config: ServerConfig) -> tuple[Credentials, bool]:
+    """Options first; else the pair stored in DATA_DIR/credentials; else a new random pair.
+
+    Returns the credentials and whether they live in the data dir's credentials file.
+    """
+    if config.access_key is not None:
+        return Credentials(config.access_key, config.secret_key), False
+    path = Path(config.data_dir) / CREDENTIALS_FILE
+    parser = configparser.ConfigParser()
+    if path.exists():
+        parser.read(path)
+        section = parser[PROFILE] if parser.has_section(PROFILE) else None
+        if section and section.get("aws_access_key_id") and section.get("aws_secret_access_key"):
+            return Credentials(section["aws_access_key_id"], section["aws_secret_access_key"]), True
+        raise UserError(f"{path} has no [{PROFILE}] access key pair; fix or delete it")
+    creds = Credentials("AKGF" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30))
+    parser[PROFILE] = {
+        "aws_access_key_id": creds.access_key,
+        "aws_secret_access_key": creds.secret_key,
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        parser.write(out)
+    return creds, True
+
+
+class LocalVaultServer:
+    """The Glacier-compatible service on loopback, started and stopped from Python."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+        self.credentials, self.credentials_in_data_dir = load_or_create_credentials(config)
+        self.app: GlacierApp | None = None
+        self._http: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> "LocalVaultServer":
+        self.app = GlacierApp(self.config, self.credentials)
+        self._http = _HTTPServer(
+            (self.config.host, self.config.port), self.app, numthreads=self.config.threads,
+            server_name="glacierfs",
+        )
+        # Parts are up to 4 GiB; cheroot's own body limit would refuse them.
+        self._http.max_request_body_size = 0
+        try:
+            self._http.prepare()
+        except OSError as error:
+            self.app.close()
+            raise UserError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {error.strerror}"
+            ) from None
+        self._thread = threading.Thread(target=self._http.serve, name="glacierfs-serve",
+                                        daemon=True)
+        self._thread.start()
+        self._write_cli_config()
+        return self
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self.app is not None:
+            self.app.close()
+            self.app = None
+
+    def __enter__(self) -> "LocalVaultServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- what clients need --------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        assert self._http is not None, "server not started"
+        return self._http.bind_addr[1]
+
+    @property
+    def endpoint_url(self) -> str:
+        host = self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def client_kwargs(self) -> dict:
+        """Keyword arguments for boto3.client('glacier', ...) that reach this server."""
+        return {
+            "endpoint_url": self.endpoint_url,
+            "region_name": self.config.region,
+            "aws_access_key_id": self.credentials.access_key,
+            "aws_secret_access_key": self.credentials.secret_key,
+        }
+
+    def cli_env(self) -> dict[str, str]:
+        """Environment for the AWS CLI (and any SDK) to use this server."""
+        env = {
+            "AWS_ACCESS_KEY_ID": self.credentials.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.credentials.secret_key,
+            "AWS_DEFAULT_REGION": self.config.region,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+        }
+        return env
+
+    def _write_cli_config(self) -> None:
+        """DATA_DIR/config names the region and this run's endpoint, next to the credentials."""
+        if not self.credentials_in_data_dir:
+            return
+        path = Path(self.config.data_dir) / CONFIG_FILE
+        parser = configparser.ConfigParser()
+        parser[PROFILE] = {"region": self.config.region, "endpoint_url": self.endpoint_url}
+        temp = path.with_suffix(".tmp")
+        with open(temp, "w") as out:
+            parser.write(out)
+        os.replace(temp, path)
+
+    def usage_hint(self) -> str:
+        data_dir = Path(self.config.data_dir).resolve()
+        if self.credentials_in_data_dir:
+            return (
+                f"AWS CLI: export AWS_SHARED_CREDENTIALS_FILE={data_dir / CREDENTIALS_FILE} "
+                f"AWS_CONFIG_FILE={data_dir / CONFIG_FILE}; then aws glacier list-vaults "
+                f"--account-id -"
+            )
+        return (
+            f"AWS CLI: aws glacier list-vaults --account-id - --endpoint-url {self.endpoint_url} "
+            f"--region {self.config.region} (with the access key you gave)"
+        )
+
+    # ---- test hooks ---------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        assert self.app is not None, "server not started"
+        return self.app.faults.snapshot()
+
+    def set_faults(self, spec: str) -> None:
+        assert self.app is not None, "server not started"
+        self.app.faults.set_spec(spec)
+
+    def reset_stats(self) -> None:
+        assert self.app is not None, "server not started"
+        self.app.faults.reset_counts()
+
+
+def remote_stats(endpoint_url: str) -> dict:
+    """Request counts of a server running in another process."""
+    with urllib.request.urlopen(endpoint_url + "/_glacierfs/stats", timeout=10) as reply:
+        return json.load(reply)
+
+
+def remote_set_faults(endpoint_url: str, spec: str) -> None:
+    request = urllib.request.Request(
+        endpoint_url + "/_glacierfs/faults", data=spec.encode(), method="PUT"
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
