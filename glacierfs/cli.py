@@ -86,6 +86,73 @@ def serve(data_dir: Path, log_level: str, **options) -> None:
         click.echo("glacierfs serve: stopped", err=True)
 
 
+@cli.command()
+@click.argument("vault")
+@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.option("--endpoint-url", help="Glacier endpoint (default: the AWS one for the region).")
+@click.option("--region", help="AWS region (default: from the AWS config chain).")
+@click.option("--profile", help="AWS profile for credentials and region.")
+@click.option("--create-vault", is_flag=True, help="Create the vault if it does not exist.")
+@click.option("--local", "local_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Run the local vault service in-process, storing in this directory.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Part cache and catalog [default: ~/.cache/glacierfs/VAULT, or "
+                   "LOCAL/mount-cache/VAULT with --local].")
+@click.option("--cache-size", default="2GiB", show_default=True,
+              help="Disk the cache may use; writes wait when it is full of unsent parts.")
+@click.option("--part-size", default="64MiB", show_default=True,
+              help="Multipart part size: 1 MiB x 2^n. A file can have 10,000 parts.")
+@click.option("--upload-threads", default=4, show_default=True, type=int,
+              help="Parts uploaded in parallel.")
+@click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Log here [default: CACHE_DIR/glacierfs.log, or stderr with --foreground].")
+@click.option("-o", "fuse_options", multiple=True,
+              help="FUSE mount options, comma-separated (e.g. allow_other).")
+def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_vault, local_dir,
+          cache_dir, cache_size, part_size, upload_threads, foreground, log_level, log_file,
+          fuse_options) -> None:
+    """Mount a Glacier vault as a directory."""
+    from .config import CacheConfig, VaultConfig, parse_size
+    from .mount import MountOptions, parse_fuse_options, run
+
+    if cache_dir is None:
+        cache_dir = (local_dir / "mount-cache" / vault if local_dir is not None
+                     else Path.home() / ".cache" / "glacierfs" / vault)
+    options = MountOptions(
+        vault=VaultConfig(vault, endpoint_url=endpoint_url, region=region, profile=profile,
+                          create_vault=create_vault),
+        cache=CacheConfig(directory=cache_dir.absolute(),
+                          size=parse_size(cache_size, "--cache-size"),
+                          part_size=parse_size(part_size, "--part-size"),
+                          upload_threads=upload_threads),
+        mountpoint=mountpoint.absolute(),
+        local_dir=local_dir.absolute() if local_dir is not None else None,
+        foreground=foreground,
+        fuse_options=parse_fuse_options(fuse_options),
+    )
+    if foreground and log_file is None:
+        _setup_logging(log_level)
+    else:
+        log_file = log_file or cache_dir / "glacierfs.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        logging.basicConfig(
+            level=getattr(logging, log_level.upper()), filename=str(log_file),
+            format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+        )
+    run(options)
+
+
+@cli.command()
+@click.argument("mountpoint", type=click.Path(path_type=Path))
+def umount(mountpoint: Path) -> None:
+    """Wait for pending uploads, then unmount."""
+    from .mount import umount as do_umount
+
+    do_umount(mountpoint.absolute())
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="glacierfs", standalone_mode=False)

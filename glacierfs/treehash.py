@@ -63,11 +63,12 @@ class TreeHasher:
             self.size += take
             view = view[take:]
             if self._chunk_len == CHUNK:
-                self._push_leaf(self._chunk.digest())
+                self.add_leaf(self._chunk.digest())
                 self._chunk = hashlib.sha256()
                 self._chunk_len = 0
 
-    def _push_leaf(self, digest: bytes) -> None:
+    def add_leaf(self, digest: bytes) -> None:
+        """Append the SHA-256 of the next full 1 MiB chunk (or of the short last one)."""
         level = 0
         while self._stack and self._stack[-1][0] == level:
             _, left = self._stack.pop()

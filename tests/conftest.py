@@ -17,8 +17,9 @@ from botocore.config import Config
 
 from glacierfs.server import LocalVaultServer, ServerConfig
 
-# Fail fast in tests: no client-side retries unless a test asks for them.
-NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
+# Fail fast in tests: one attempt, no client-side retries unless a test asks for them
+# (botocore's max_attempts counts retries; total_max_attempts counts attempts).
+NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
 
 @pytest.fixture

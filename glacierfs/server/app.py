@@ -197,8 +197,8 @@ class GlacierApp:
                 return Response(_dropping(output.body, _header(output.headers, "Content-Length")),
                                 status=output.status, headers=output.headers,
                                 direct_passthrough=True)
-            return Response(_dropping(iter([b"{"]), 1000), status=200,
-                            headers={"Content-Length": "1000"}, direct_passthrough=True)
+            request.environ["glacierfs.abort"]()  # no reply at all: a connection error
+            return Response(_dropping(iter([]), 1), status=500, direct_passthrough=True)
         if streamed:
             _drain(request)
         if kind == "throttle":

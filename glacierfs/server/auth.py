@@ -140,7 +140,11 @@ def verify(
         value = headers.get(name)
         if value is None:
             raise InvalidSignature(f"Signed header {name} is missing from the request")
-        header_lines.append(f"{name}:{_SPACES.sub(' ', value.strip())}")
+        # WSGI hands us header bytes decoded as latin-1; botocore signed them as UTF-8 text.
+        # Round-trip to the wire bytes so a non-ASCII value verifies (and is then judged by
+        # the operation's own rules, e.g. descriptions must be printable ASCII).
+        wire = value.encode("latin-1", "replace").decode("utf-8", "surrogateescape")
+        header_lines.append(f"{name}:{_SPACES.sub(' ', wire.strip())}")
     if payload_hash is None:
         payload_hash = hashlib.sha256(body).hexdigest()
     canonical = "\n".join(
@@ -158,7 +162,7 @@ def verify(
             "AWS4-HMAC-SHA256",
             amz_date,
             f"{date}/{scope_region}/{SERVICE}/aws4_request",
-            hashlib.sha256(canonical.encode()).hexdigest(),
+            hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest(),
         ]
     )
     expected = hmac.new(

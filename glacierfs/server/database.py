@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import sqlite3
-import threading
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
+
+from ..sqlite import Database
+
+__all__ = ["Database", "SCHEMA", "iso_ms", "iso_seconds", "encode_marker", "decode_marker"]
 
 SCHEMA = """
 -- One row per vault. Counts shown by DescribeVault are those of the last inventory, as on the
@@ -121,41 +120,3 @@ def decode_marker(kind: str, marker: str) -> str | None:
         return None
     tag, _, value = text.partition(":")
     return value if tag == kind else None
-
-
-class Database:
-    """A single connection behind a lock: every statement is short, bodies never hold it."""
-
-    def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: an acknowledged request survives power loss, not only kill -9.
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(SCHEMA)
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
-
-    def one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
-        rows = self.query(sql, args)
-        return rows[0] if rows else None
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()

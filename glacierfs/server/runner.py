@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import sys
 import threading
 import urllib.request
@@ -28,6 +29,24 @@ log = logging.getLogger(__name__)
 CREDENTIALS_FILE = "credentials"
 CONFIG_FILE = "config"
 PROFILE = "default"
+
+
+class _Gateway(wsgi.Gateway_10):
+    """WSGI 1.0 plus one hook: environ['glacierfs.abort']() hangs up on the client at once
+    (the fault injector's dropped connection; WSGI itself has no way to say that)."""
+
+    def get_environ(self):
+        environ = super().get_environ()
+        connection = self.req.conn
+
+        def abort() -> None:
+            try:
+                connection.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone
+
+        environ["glacierfs.abort"] = abort
+        return environ
 
 
 class _HTTPServer(wsgi.Server):
@@ -84,6 +103,9 @@ class LocalVaultServer:
             (self.config.host, self.config.port), self.app, numthreads=self.config.threads,
             server_name="glacierfs",
         )
+        self._http.gateway = _Gateway
+        # cheroot's select timeout, which is also how long stop() waits: 0.5 s by default.
+        self._http.expiration_interval = 0.05
         # Parts are up to 4 GiB; cheroot's own body limit would refuse them.
         self._http.max_request_body_size = 0
         try:

@@ -17,8 +17,13 @@ from typing import BinaryIO
 from .. import treehash
 from .blobs import BlobStore, Ingested
 from .config import ServerConfig
-from .database import Database, decode_marker, encode_marker, iso_ms
-from .errors import InvalidParameterValue, ResourceNotFound, vault_not_found
+from .database import SCHEMA, Database, decode_marker, encode_marker, iso_ms
+from .errors import (
+    InvalidParameterValue,
+    MissingParameterValue,
+    ResourceNotFound,
+    vault_not_found,
+)
 from . import validation
 
 ARCHIVE_ID_BYTES = 103  # 138 URL-safe characters, as the service's archive ids
@@ -39,7 +44,7 @@ class Store:
         self.clock = clock
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(data_dir / "glacierfs-server.sqlite3")
+        self.db = Database(data_dir / "glacierfs-server.sqlite3", SCHEMA)
         self.blobs = BlobStore(data_dir)
         self._upload_locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
@@ -306,7 +311,7 @@ class Store:
         vault_row = self.vault_row(vault)
         upload = self.upload_row(vault_row, upload_id, states=("in_progress", "completed"))
         if archive_size is None:
-            raise validation.MissingParameterValue("Required header x-amz-archive-size is missing")
+            raise MissingParameterValue("Required header x-amz-archive-size is missing")
         try:
             size = int(archive_size)
         except ValueError:

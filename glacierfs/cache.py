@@ -1,0 +1,154 @@
+"""Part files on the cache disk.
+
+A part lives in one of three places, and moves between them by rename, never by copy, so each
+byte written to the mount is written to the cache disk once:
+
+  staging/   being written: a plain file we pwrite() into at any offset
+  pending    diskcache with eviction 'none': full and hashed, waiting for or being uploaded.
+             A part the vault does not have yet can never be evicted.
+  uploaded   diskcache, least-recently-used, size-limited: in the vault, kept for reads
+
+Backpressure: bytes in staging + pending never exceed the cache size; reserve() blocks until
+uploads make room. The uploaded cache gets whatever the cache size leaves over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import diskcache
+from diskcache.core import MODE_BINARY
+
+log = logging.getLogger(__name__)
+
+
+class _MovedFile:
+    """A value for diskcache that is an existing file to be renamed into the cache."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class _RenamingDisk(diskcache.Disk):
+    """diskcache storage that adopts a finished part file by rename instead of copying it."""
+
+    def store(self, value, read, key=diskcache.core.UNKNOWN):
+        if isinstance(value, _MovedFile):
+            filename, full_path = self.filename(key, value)
+            os.makedirs(os.path.dirname(full_path), exist_ok=True)
+            os.rename(value.path, full_path)
+            return os.path.getsize(full_path), MODE_BINARY, filename, None
+        return super().store(value, read, key)
+
+
+class PartCache:
+    def __init__(self, directory: Path, size_limit: int) -> None:
+        self.directory = Path(directory)
+        self.size_limit = size_limit
+        self.staging = self.directory / "staging"
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self.pending = diskcache.Cache(
+            str(self.directory / "pending"), disk=_RenamingDisk, eviction_policy="none",
+            size_limit=1 << 62,
+        )
+        self.uploaded = diskcache.Cache(
+            str(self.directory / "uploaded"), disk=_RenamingDisk,
+            eviction_policy="least-recently-used", size_limit=size_limit,
+        )
+        self._room = threading.Condition()
+        self._reserved = 0  # bytes of parts in staging or pending
+
+    def close(self) -> None:
+        self.pending.close()
+        self.uploaded.close()
+
+    # ---- backpressure ---------------------------------------------------------------------
+
+    def reserve(self, nbytes: int, give_up=lambda: False) -> bool:
+        """Wait until `nbytes` more fit in staging + pending; False if give_up() turned true."""
+        with self._room:
+            while self._reserved + nbytes > self.size_limit and self._reserved > 0:
+                if give_up():
+                    return False
+                self._room.wait(timeout=1.0)
+            self._reserved += nbytes
+            return True
+
+    def take(self, nbytes: int) -> None:
+        """Reserve without waiting (zero-filled holes found at close, rare)."""
+        with self._room:
+            self._reserved += nbytes
+
+    def release(self, nbytes: int) -> None:
+        with self._room:
+            self._reserved -= nbytes
+            self._room.notify_all()
+
+    @property
+    def reserved(self) -> int:
+        with self._room:
+            return self._reserved
+
+    # ---- where a part is ------------------------------------------------------------------
+
+    def staging_path(self, key: str) -> Path:
+        return self.staging / key
+
+    def _cached_path(self, cache: diskcache.Cache, key: str) -> str | None:
+        handle = cache.get(key, read=True)
+        if handle is None:
+            return None
+        with handle:
+            return handle.name
+
+    def path(self, key: str) -> str | None:
+        """Where the part's bytes are now, wherever that is; None if it is not cached."""
+        staged = self.staging_path(key)
+        if staged.exists():
+            return str(staged)
+        return self._cached_path(self.pending, key) or self._cached_path(self.uploaded, key)
+
+    # ---- moves ----------------------------------------------------------------------------
+
+    def seal(self, key: str) -> str:
+        """staging -> pending (the part is full); returns its new path."""
+        self.pending.set(key, _MovedFile(str(self.staging_path(key))))
+        return self._cached_path(self.pending, key)
+
+    def mark_uploaded(self, key: str, nbytes: int) -> None:
+        """pending -> uploaded, freeing its reservation; the LRU then trims to what is left."""
+        path = self._cached_path(self.pending, key)
+        if path is not None:
+            self.uploaded.set(key, _MovedFile(path))
+            self.pending.delete(key)  # its file is gone already; diskcache ignores that
+        self.release(nbytes)
+        self._trim_uploaded()
+
+    def unseal(self, key: str) -> bool:
+        """pending/uploaded -> staging, to write into a part again; False if evicted."""
+        target = self.staging_path(key)
+        for cache in (self.pending, self.uploaded):
+            path = self._cached_path(cache, key)
+            if path is not None:
+                os.rename(path, target)
+                cache.delete(key)
+                return True
+        return False
+
+    def discard(self, key: str) -> None:
+        self.staging_path(key).unlink(missing_ok=True)
+        self.pending.delete(key)
+        self.uploaded.delete(key)
+
+    def _trim_uploaded(self) -> None:
+        room = max(self.size_limit - self.reserved, 0)
+        if self.uploaded.size_limit != room:
+            self.uploaded.reset("size_limit", room)
+        self.uploaded.cull()
+
+    def disk_usage(self) -> int:
+        return self.reserved + self.uploaded.volume()
+

@@ -1,0 +1,211 @@
+"""The local catalog: names, directories, metadata, and what each file's archive is.
+
+Glacier archives are nameless and immutable, so the namespace lives here, in SQLite (WAL,
+synchronous=FULL): a change is durable when the call that made it returns. Names are bytes
+(any byte but '/' and NUL, up to 255).
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import FsError
+from .sqlite import Database
+
+ROOT_INO = 1
+NAME_MAX = 255
+
+SCHEMA = """
+-- Every file and directory; ino 1 is the root directory.
+CREATE TABLE IF NOT EXISTS inodes (
+    ino        INTEGER PRIMARY KEY,
+    mode       INTEGER NOT NULL,       -- st_mode: file type bits and permission bits
+    uid        INTEGER NOT NULL,
+    gid        INTEGER NOT NULL,
+    size       INTEGER NOT NULL DEFAULT 0,
+    mtime_ns   INTEGER NOT NULL,
+    ctime_ns   INTEGER NOT NULL,
+    -- Files only. 'writing' = open for writing, content not yet in the vault;
+    -- 'stored' = content durable: in the archive below, or empty (archive_id NULL, size 0).
+    -- Directories are always 'stored'.
+    state      TEXT NOT NULL CHECK (state IN ('writing', 'stored')),
+    archive_id TEXT,                   -- NULL = no archive (directory, empty file, or writing)
+    tree_hash  TEXT,                   -- the archive's SHA-256 tree hash, hex
+    part_size  INTEGER,                -- part size the content was cut into (cache layout)
+    cache_key  TEXT                    -- prefix of this content's part files in the cache
+);
+
+-- Directory entries: (parent, name) -> inode.
+CREATE TABLE IF NOT EXISTS entries (
+    parent INTEGER NOT NULL REFERENCES inodes(ino),
+    name   BLOB NOT NULL,
+    ino    INTEGER NOT NULL REFERENCES inodes(ino),
+    PRIMARY KEY (parent, name)
+);
+CREATE INDEX IF NOT EXISTS entries_by_ino ON entries(ino);
+
+-- Tree hash of each part of a file's current content, so cached parts can be verified on read.
+CREATE TABLE IF NOT EXISTS parts (
+    ino       INTEGER NOT NULL REFERENCES inodes(ino) ON DELETE CASCADE,
+    idx       INTEGER NOT NULL,        -- part number from 0; covers [idx*part_size, ...)
+    size      INTEGER NOT NULL,
+    tree_hash TEXT NOT NULL,
+    PRIMARY KEY (ino, idx)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Inode:
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    state: str
+    archive_id: str | None
+    tree_hash: str | None
+    part_size: int | None
+    cache_key: str | None
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+def _check_name(name: bytes) -> None:
+    if not name or b"/" in name or b"\0" in name or name in (b".", b".."):
+        raise FsError(errno.EINVAL, f"invalid name {name!r}")
+    if len(name) > NAME_MAX:
+        raise FsError(errno.ENAMETOOLONG, f"name is {len(name)} bytes; the limit is {NAME_MAX}")
+
+
+class Catalog:
+    def __init__(self, path: Path, uid: int, gid: int) -> None:
+        self.db = Database(path, SCHEMA)
+        if self.db.one("SELECT ino FROM inodes WHERE ino = ?", (ROOT_INO,)) is None:
+            now = time.time_ns()
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO inodes (ino, mode, uid, gid, mtime_ns, ctime_ns, state) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'stored')",
+                    (ROOT_INO, stat.S_IFDIR | 0o755, uid, gid, now, now),
+                )
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- lookups --------------------------------------------------------------------------
+
+    def inode(self, ino: int) -> Inode:
+        row = self.db.one("SELECT * FROM inodes WHERE ino = ?", (ino,))
+        if row is None:
+            raise FsError(errno.ENOENT, f"inode {ino} not found")
+        return Inode(**dict(row))
+
+    def lookup(self, parent: int, name: bytes) -> int | None:
+        row = self.db.one("SELECT ino FROM entries WHERE parent = ? AND name = ?", (parent, name))
+        return row["ino"] if row else None
+
+    def resolve(self, path: bytes) -> Inode:
+        """Inode of an absolute path like b'/a/b'; ENOENT / ENOTDIR as a kernel would say."""
+        node = self.inode(ROOT_INO)
+        for name in filter(None, path.split(b"/")):
+            if not node.is_dir:
+                raise FsError(errno.ENOTDIR, f"{path!r}: a component is not a directory")
+            if len(name) > NAME_MAX:
+                raise FsError(errno.ENAMETOOLONG, f"{path!r}: a name is over {NAME_MAX} bytes")
+            ino = self.lookup(node.ino, name)
+            if ino is None:
+                raise FsError(errno.ENOENT, f"{path!r} does not exist")
+            node = self.inode(ino)
+        return node
+
+    def resolve_parent(self, path: bytes) -> tuple[Inode, bytes]:
+        head, _, name = path.rstrip(b"/").rpartition(b"/")
+        parent = self.resolve(head or b"/")
+        if not parent.is_dir:
+            raise FsError(errno.ENOTDIR, f"{head!r} is not a directory")
+        _check_name(name)
+        return parent, name
+
+    def children(self, ino: int) -> list[tuple[bytes, int]]:
+        rows = self.db.query("SELECT name, ino FROM entries WHERE parent = ? ORDER BY name",
+                             (ino,))
+        return [(bytes(r["name"]), r["ino"]) for r in rows]
+
+    def path_of(self, ino: int) -> bytes:
+        """The path of an inode (first link), for archive descriptions and log lines."""
+        names = []
+        while ino != ROOT_INO:
+            row = self.db.one("SELECT parent, name FROM entries WHERE ino = ?", (ino,))
+            if row is None:
+                break
+            names.append(bytes(row["name"]))
+            ino = row["parent"]
+        return b"/" + b"/".join(reversed(names))
+
+    def part_hashes(self, ino: int) -> dict[int, tuple[int, str]]:
+        rows = self.db.query("SELECT idx, size, tree_hash FROM parts WHERE ino = ?", (ino,))
+        return {r["idx"]: (r["size"], r["tree_hash"]) for r in rows}
+
+    def totals(self) -> tuple[int, int]:
+        row = self.db.one("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM inodes")
+        return row["n"], row["bytes"]
+
+    # ---- changes --------------------------------------------------------------------------
+
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Inode:
+        """A new empty file ('writing') or directory, linked under parent."""
+        _check_name(name)
+        now = time.time_ns()
+        state = "stored" if stat.S_ISDIR(mode) else "writing"
+        with self.db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM entries WHERE parent = ? AND name = ?",
+                            (parent, name)).fetchone():
+                raise FsError(errno.EEXIST, f"{name!r} exists")
+            cursor = conn.execute(
+                "INSERT INTO inodes (mode, uid, gid, mtime_ns, ctime_ns, state) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (mode, uid, gid, now, now, state),
+            )
+            ino = cursor.lastrowid
+            conn.execute("INSERT INTO entries (parent, name, ino) VALUES (?, ?, ?)",
+                         (parent, name, ino))
+            conn.execute("UPDATE inodes SET mtime_ns = ?, ctime_ns = ? WHERE ino = ?",
+                         (now, now, parent))
+        return self.inode(ino)
+
+    def set_size(self, ino: int, size: int) -> None:
+        now = time.time_ns()
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE inodes SET size = ?, mtime_ns = ?, ctime_ns = ? WHERE ino = ?",
+                         (size, now, now, ino))
+
+    def set_stored(self, ino: int, size: int, archive_id: str | None, tree_hash: str | None,
+                   part_size: int, cache_key: str, parts: list[tuple[int, str]]) -> None:
+        """The content is durable: record its archive and part hashes in one transaction."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE inodes SET state = 'stored', size = ?, archive_id = ?, tree_hash = ?, "
+                "part_size = ?, cache_key = ? WHERE ino = ?",
+                (size, archive_id, tree_hash, part_size, cache_key, ino),
+            )
+            conn.execute("DELETE FROM parts WHERE ino = ?", (ino,))
+            conn.executemany(
+                "INSERT INTO parts (ino, idx, size, tree_hash) VALUES (?, ?, ?, ?)",
+                [(ino, idx, psize, phash) for idx, (psize, phash) in enumerate(parts)],
+            )
+
+    def remove(self, ino: int) -> None:
+        """Unlink every entry of an inode and delete it (a new file whose upload failed)."""
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM entries WHERE ino = ?", (ino,))
+            conn.execute("DELETE FROM parts WHERE ino = ?", (ino,))
+            conn.execute("DELETE FROM inodes WHERE ino = ?", (ino,))

@@ -1,0 +1,32 @@
+"""Archive descriptions that name the file.
+
+AWS's vault-to-S3 migration names objects by decoding archive descriptions: a JSON object with
+a "path" key is one form it understands. So each archive's description is
+{"path": "<path relative to the mount>", "mtime": "<ISO 8601 UTC>"} in printable ASCII
+(json.dumps escapes everything else), at most 1,024 characters. A path that does not fit is cut
+and marked "truncated": true; the catalog stays the truth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+MAX_DESCRIPTION = 1024
+
+
+def describe(path: bytes, mtime: float) -> str:
+    relative = path.lstrip(b"/").decode("utf-8", "surrogateescape")
+    when = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = json.dumps({"path": relative, "mtime": when}, ensure_ascii=True)
+    if len(text) <= MAX_DESCRIPTION:
+        return text
+    # Cut characters off the end of the path until the JSON fits.
+    keep = len(relative)
+    while keep > 0:
+        keep -= max(1, (len(text) - MAX_DESCRIPTION) // 6)
+        text = json.dumps({"path": relative[:keep], "mtime": when, "truncated": True},
+                          ensure_ascii=True)
+        if len(text) <= MAX_DESCRIPTION:
+            return text
+    return json.dumps({"path": "", "mtime": when, "truncated": True})

@@ -1,0 +1,291 @@
+"""The filesystem: operations on paths and handles over the catalog, cache and uploads.
+
+Imports no FUSE module: fuse_ops.py adapts it to fusepy, and tests drive it directly. Paths and
+names are bytes. Every refusal is an FsError with an errno (errors.py).
+
+Close policy (docs/SEMANTICS.md): a file opened for writing becomes its archive on the first
+flush() from the process that opened it after at least one write through the handle, so
+close(2) in the writer returns the upload's result. A flush before any write does nothing:
+shells and dd open, dup2 and close the original descriptor before writing. Flushes from other
+processes (a forked child closing its copy) do nothing. release() finishes a writer that was
+never flushed by its opener (and an empty file). After that, writes through the same open
+file description (a dup'd descriptor) fail with EBADF.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+
+from . import treehash
+from .cache import PartCache
+from .catalog import ROOT_INO, Catalog, Inode
+from .config import CacheConfig
+from .description import describe
+from .errors import FsError
+from .upload import FileUpload, UploadPool
+from .vault import Vault
+
+log = logging.getLogger(__name__)
+
+BLOCK = 512
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
+
+
+@dataclass
+class Handle:
+    ino: int
+    path: bytes
+    opener_pid: int
+    writer: FileUpload | None = None
+    replaces: Inode | None = None  # the stored content a writer will replace
+    finished: bool = False
+    error: FsError | None = None
+    verified_parts: set[int] = field(default_factory=set)
+
+
+class GlacierFS:
+    def __init__(self, catalog: Catalog, cache: PartCache, vault: Vault, config: CacheConfig,
+                 pool: UploadPool) -> None:
+        self.catalog = catalog
+        self.cache = cache
+        self.vault = vault
+        self.config = config
+        self.pool = pool
+        self._handles: dict[int, Handle] = {}
+        self._writers: dict[int, FileUpload] = {}  # ino -> its open writer
+        self._next_fh = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def shutdown(self) -> None:
+        """Finish every open writer (the mount is going away), then stop the pool."""
+        for fh in list(self._handles):
+            try:
+                self.release(fh)
+            except FsError:
+                pass
+        self.pool.shutdown()
+
+    # ---- attributes and directories -------------------------------------------------------
+
+    def getattr(self, path: bytes) -> dict:
+        return self._attributes(self.catalog.resolve(path))
+
+    def _attributes(self, node: Inode) -> dict:
+        size = node.size
+        mtime_ns = node.mtime_ns
+        writer = self._writers.get(node.ino)
+        if writer is not None:
+            size = writer.size
+            mtime_ns = max(mtime_ns, writer.modified_ns)
+        links = 2 + sum(1 for _, ino in self.catalog.children(node.ino)
+                        if self.catalog.inode(ino).is_dir) if node.is_dir else 1
+        return {
+            "st_ino": node.ino,
+            "st_mode": node.mode,
+            "st_nlink": links,
+            "st_uid": node.uid,
+            "st_gid": node.gid,
+            "st_size": size,
+            "st_blocks": -(-size // BLOCK),
+            "st_blksize": self.config.part_size if not node.is_dir else 4096,
+            "st_atime_ns": mtime_ns,
+            "st_mtime_ns": mtime_ns,
+            "st_ctime_ns": node.ctime_ns,
+        }
+
+    def readdir(self, path: bytes) -> list[bytes]:
+        node = self.catalog.resolve(path)
+        if not node.is_dir:
+            raise FsError(errno.ENOTDIR, f"{path!r} is not a directory")
+        return [b".", b".."] + [name for name, _ in self.catalog.children(node.ino)]
+
+    def mkdir(self, path: bytes, mode: int, uid: int, gid: int) -> None:
+        parent, name = self.catalog.resolve_parent(path)
+        self.catalog.create(parent.ino, name, stat.S_IFDIR | (mode & 0o7777), uid, gid)
+
+    def statfs(self) -> dict:
+        files, used = self.catalog.totals()
+        block = 4096
+        # A vault has no fixed capacity: report a large, constant size minus what we hold,
+        # so `df` works and tools that check free space before copying are not refused.
+        total_blocks = (1 << 50) // block
+        used_blocks = -(-used // block)
+        return {
+            "f_bsize": block, "f_frsize": block, "f_blocks": total_blocks,
+            "f_bfree": total_blocks - used_blocks, "f_bavail": total_blocks - used_blocks,
+            "f_files": 1 << 32, "f_ffree": (1 << 32) - files, "f_favail": (1 << 32) - files,
+            "f_namemax": 255,
+        }
+
+    # ---- opening --------------------------------------------------------------------------
+
+    def create(self, path: bytes, mode: int, uid: int, gid: int, pid: int) -> int:
+        parent, name = self.catalog.resolve_parent(path)
+        node = self.catalog.create(parent.ino, name, stat.S_IFREG | (mode & 0o7777), uid, gid)
+        return self._open_writer(node, path, pid, replaces=None)
+
+    def open(self, path: bytes, flags: int, pid: int) -> int:
+        node = self.catalog.resolve(path)
+        if node.is_dir:
+            raise FsError(errno.EISDIR, f"{path!r} is a directory")
+        if flags & WRITE_FLAGS:
+            if node.ino in self._writers:
+                raise FsError(errno.EBUSY, f"{path!r} is already open for writing")
+            if node.state == "stored" and node.size > 0 and not flags & os.O_TRUNC:
+                raise FsError(errno.EPERM, f"{path!r}: archives are immutable; open with "
+                              "O_TRUNC to replace the content")
+            return self._open_writer(node, path, pid, replaces=node)
+        return self._new_handle(Handle(node.ino, path, pid))
+
+    def _open_writer(self, node: Inode, path: bytes, pid: int, replaces: Inode | None) -> int:
+        ino = node.ino
+        writer = FileUpload(
+            self.vault, self.cache, self.pool, self.config,
+            describe=lambda: describe(self.catalog.path_of(ino), time.time()),
+            display_path=path.decode("utf-8", "backslashreplace"),
+        )
+        with self._lock:
+            if ino in self._writers:
+                raise FsError(errno.EBUSY, f"{path!r} is already open for writing")
+            self._writers[ino] = writer
+        return self._new_handle(Handle(ino, path, pid, writer=writer, replaces=replaces))
+
+    def _new_handle(self, handle: Handle) -> int:
+        with self._lock:
+            fh = next(self._next_fh)
+            self._handles[fh] = handle
+        return fh
+
+    def _handle(self, fh: int) -> Handle:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise FsError(errno.EBADF, f"no open file {fh}") from None
+
+    # ---- data -----------------------------------------------------------------------------
+
+    def write(self, fh: int, data: bytes, offset: int) -> int:
+        handle = self._handle(fh)
+        if handle.writer is None:
+            raise FsError(errno.EBADF, f"{handle.path!r} is not open for writing")
+        if handle.error is not None:
+            raise handle.error
+        if handle.finished:
+            raise FsError(errno.EBADF, f"{handle.path!r}: already closed and uploaded")
+        return handle.writer.write(data, offset)
+
+    def truncate(self, path: bytes, length: int, fh: int | None = None) -> None:
+        node = self.catalog.resolve(path)
+        if node.is_dir:
+            raise FsError(errno.EISDIR, f"{path!r} is a directory")
+        writer = self._writers.get(node.ino)
+        if writer is not None:
+            writer.truncate(length)
+            return
+        if length != node.size:
+            raise FsError(errno.EPERM, f"{path!r}: archives are immutable; truncating needs "
+                          "the file opened with O_TRUNC")
+
+    def read(self, fh: int, size: int, offset: int) -> bytes:
+        handle = self._handle(fh)
+        writer = self._writers.get(handle.ino)
+        if writer is not None:
+            return writer.read(size, offset)
+        node = self.catalog.inode(handle.ino)
+        end = min(offset + size, node.size)
+        if offset >= end:
+            return b""
+        out = bytearray()
+        hashes = None
+        position = offset
+        while position < end:
+            index = position // node.part_size
+            part_start = index * node.part_size
+            key = f"{node.cache_key}.{index}"
+            path = self.cache.path(key) if node.cache_key else None
+            if path is None:
+                log.warning("%s: its data is only in the vault (archive %s), not in the cache; "
+                            "restoring archives arrives with `glacierfs restore`",
+                            handle.path.decode("utf-8", "backslashreplace"), node.archive_id)
+                raise FsError(errno.ENODATA, f"{handle.path!r} is not cached")
+            if index not in handle.verified_parts:
+                hashes = hashes or self.catalog.part_hashes(node.ino)
+                self._verify_part(handle, node, index, path, hashes)
+            take = min(end, part_start + node.part_size) - position
+            with open(path, "rb") as src:
+                out += os.pread(src.fileno(), take, position - part_start)
+            position += take
+        return bytes(out)
+
+    def _verify_part(self, handle: Handle, node: Inode, index: int, path: str,
+                     hashes: dict[int, tuple[int, str]]) -> None:
+        """A cached part is read only if it still hashes to what was uploaded."""
+        expected = hashes.get(index)
+        hasher = treehash.TreeHasher()
+        with open(path, "rb") as src:
+            while chunk := src.read(treehash.CHUNK):
+                hasher.update(chunk)
+        if expected is None or hasher.hexdigest() != expected[1]:
+            log.error("%s: cached part %d does not match its tree hash; not reading it",
+                      handle.path.decode("utf-8", "backslashreplace"), index)
+            raise FsError(errno.EIO, f"{handle.path!r}: cached part {index} is corrupt")
+        handle.verified_parts.add(index)
+
+    # ---- closing --------------------------------------------------------------------------
+
+    def flush(self, fh: int, pid: int) -> None:
+        handle = self._handle(fh)
+        writer = handle.writer
+        if (writer is not None and not handle.finished and pid == handle.opener_pid
+                and writer.writes):
+            self._finish(handle)
+        if handle.error is not None:
+            raise handle.error
+
+    def release(self, fh: int) -> None:
+        handle = self._handle(fh)
+        try:
+            if handle.writer is not None and not handle.finished:
+                self._finish(handle)
+        finally:
+            with self._lock:
+                self._handles.pop(fh, None)
+
+    def fsync(self, fh: int) -> None:
+        self._handle(fh)  # data is in the cache disk already; the journal arrives with issue 5
+
+    def _finish(self, handle: Handle) -> None:
+        """Turn a writer into an archive and record it; errors are kept for close(2)."""
+        writer = handle.writer
+        handle.finished = True
+        try:
+            archive_id = writer.close()
+            self.catalog.set_stored(handle.ino, writer.size, archive_id, writer.tree_hash,
+                                    self.config.part_size, writer.cache_key,
+                                    writer.part_hashes())
+        except FsError as error:
+            handle.error = error
+            if handle.replaces is None:
+                self.catalog.remove(handle.ino)  # a new file that never made it
+            raise
+        finally:
+            with self._lock:
+                self._writers.pop(handle.ino, None)
+        old = handle.replaces
+        if old is not None and old.archive_id and old.archive_id != archive_id:
+            try:
+                self.vault.delete_archive(old.archive_id)
+            except Exception as error:
+                log.warning("%s: replaced archive %s could not be deleted: %s",
+                            handle.path.decode("utf-8", "backslashreplace"), old.archive_id,
+                            error)
+
+    def root(self) -> Inode:
+        return self.catalog.inode(ROOT_INO)

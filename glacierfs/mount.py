@@ -1,0 +1,269 @@
+"""`glacierfs mount` and `glacierfs umount`: check everything, mount, and take it down cleanly.
+
+Order matters. Every check that can fail (settings, mount point, credentials, endpoint, vault)
+runs before anything is mounted, so the user gets one line and a non-zero exit. Then libfuse
+mounts and, unless --foreground, daemonizes: the command returns once the mount is live.
+Threads, sockets and the embedded local vault service are created only in init(), after the
+fork.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import PartCache
+from .catalog import Catalog
+from .config import CacheConfig, VaultConfig
+from .errors import UserError
+from .fs import GlacierFS
+from .upload import UploadPool
+from .vault import Vault
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    vault: VaultConfig
+    cache: CacheConfig
+    mountpoint: Path
+    local_dir: Path | None = None  # run the local vault service in-process, storing here
+    foreground: bool = False
+    fuse_options: dict = field(default_factory=dict)
+
+
+def runtime_dir() -> Path:
+    base = Path("/run") if os.geteuid() == 0 else Path(
+        os.environ.get("XDG_RUNTIME_DIR", f"/tmp/glacierfs-{os.getuid()}"))
+    path = base / "glacierfs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def canonical(mountpoint: Path) -> Path:
+    """The absolute mount point path without stat-ing it: a mount point whose daemon is busy
+    (or is us, inside init) would block the caller. Only the parent is resolved."""
+    mountpoint = Path(os.path.abspath(mountpoint))
+    return Path(os.path.realpath(mountpoint.parent)) / mountpoint.name
+
+
+def pid_file(mountpoint: Path) -> Path:
+    digest = hashlib.sha256(str(canonical(mountpoint)).encode()).hexdigest()[:16]
+    return runtime_dir() / f"{digest}.pid"
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    target = str(canonical(mountpoint))
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 1 and fields[1].encode().decode("unicode_escape") == target:
+                return True
+    return False
+
+
+def parse_fuse_options(values: tuple[str, ...]) -> dict:
+    options: dict = {}
+    for value in values:
+        for item in filter(None, value.split(",")):
+            key, eq, val = item.partition("=")
+            options[key] = val if eq else True
+    return options
+
+
+def _check_mountpoint(mountpoint: Path) -> None:
+    if not mountpoint.exists():
+        raise UserError(f"mount point {mountpoint} does not exist")
+    if not mountpoint.is_dir():
+        raise UserError(f"mount point {mountpoint} is not a directory")
+    if is_mounted(mountpoint):
+        raise UserError(f"{mountpoint} is already a mount point")
+    if not os.access(mountpoint, os.W_OK | os.X_OK):
+        raise UserError(f"mount point {mountpoint} is not writable by you")
+
+
+class _CacheLock:
+    """One mount per cache dir: a second would corrupt the catalog and the part files."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise UserError(f"cache dir {directory} is in use by another glacierfs mount")
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+def _local_server(local_dir: Path):
+    from .server import LocalVaultServer, ServerConfig
+
+    return LocalVaultServer(ServerConfig(data_dir=local_dir))
+
+
+def check(options: MountOptions) -> None:
+    """Everything that can be refused, refused before mounting."""
+    _check_mountpoint(options.mountpoint)
+    _CacheLock(options.cache.directory).release()
+    if options.local_dir is not None:
+        with _local_server(options.local_dir) as server:
+            Vault(options.vault, client=_local_client(server), attempts=2).check(create=True)
+    else:
+        Vault(options.vault, attempts=2).check(create=options.vault.create_vault)
+
+
+def _local_client(server):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("glacier", config=Config(retries={"max_attempts": 8, "mode": "standard"},
+                                                 max_pool_connections=32),
+                        **server.client_kwargs())
+
+
+def run(options: MountOptions) -> None:
+    """Mount. In the foreground: until unmounted. Otherwise fork first (before any thread
+    exists), and return once the child reports the mount live, or fail with its error."""
+    if options.foreground:
+        _serve(options, report=None)
+        return
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(read_end)
+        os.setsid()
+        _detach_stdio()
+        code = 0
+        try:
+            _serve(options, report=write_end)
+        except UserError as error:
+            _report(write_end, f"E{error}")
+            code = error.exit_code
+        except BaseException as error:  # noqa: BLE001 - the parent must hear of it
+            log.exception("mount failed")
+            _report(write_end, f"E{type(error).__name__}: {error}")
+            code = 1
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode(errors="replace")
+    if message.startswith("OK"):
+        return
+    if message.startswith("E"):
+        raise UserError(message[1:].strip().splitlines()[0], exit_code=1)
+    _, status = os.waitpid(pid, 0)
+    raise UserError(f"the mount process exited ({os.waitstatus_to_exitcode(status)}) before "
+                    "the mount was live; see its log", exit_code=1)
+
+
+def _detach_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _report(fd: int | None, message: str) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, message.encode())
+        os.close(fd)
+    except OSError:
+        pass  # already reported
+
+
+def _serve(options: MountOptions, report: int | None) -> None:
+    """Check, then run FUSE in this process's foreground until unmounted."""
+    try:
+        from fuse import FUSE
+
+        from .fuse_ops import ENCODING, GlacierOperations
+    except OSError:
+        raise UserError("libfuse 2 is not installed (Debian: apt-get install libfuse2 fuse3; "
+                        "or run scripts/setup.sh)") from None
+
+    check(options)
+    state: dict = {}
+
+    def make_fs() -> GlacierFS:
+        state["lock"] = _CacheLock(options.cache.directory)
+        pid_file(options.mountpoint).write_text(str(os.getpid()))
+        threads = options.cache.upload_threads
+        if options.local_dir is not None:
+            state["server"] = _local_server(options.local_dir).start()
+            vault = Vault(options.vault, client=_local_client(state["server"]))
+            log.info("local vault service at %s (data in %s)", state["server"].endpoint_url,
+                     options.local_dir)
+        else:
+            vault = Vault(options.vault, pool_size=threads + 4)
+        cache = PartCache(options.cache.directory, options.cache.size)
+        catalog = Catalog(options.cache.directory / "catalog.sqlite3", os.getuid(), os.getgid())
+        state["closers"] = [cache.close, catalog.close]
+        log.info("mounted vault %s on %s (cache %s, part size %d, %d upload threads)",
+                 options.vault.vault, options.mountpoint, options.cache.directory,
+                 options.cache.part_size, threads)
+        return GlacierFS(catalog, cache, vault, options.cache, UploadPool(threads))
+
+    def on_destroy() -> None:
+        for close in state.get("closers", []):
+            close()
+        if "server" in state:
+            state["server"].stop()
+        pid_file(options.mountpoint).unlink(missing_ok=True)
+        log.info("unmounted %s", options.mountpoint)
+
+    fuse_options = {
+        "fsname": f"glacierfs:{options.vault.vault}",
+        "subtype": "glacierfs",
+        "default_permissions": True,
+        "big_writes": True,
+        "max_write": 131072,
+        **options.fuse_options,
+    }
+    operations = GlacierOperations(make_fs, on_init=lambda: _report(report, "OK"),
+                                   on_destroy=on_destroy)
+    try:
+        FUSE(operations, str(options.mountpoint), foreground=True, nothreads=False,
+             encoding=ENCODING, **fuse_options)
+    except RuntimeError as error:  # fusepy: libfuse could not mount
+        raise UserError(f"cannot mount {options.mountpoint}: {error}") from None
+
+
+def umount(mountpoint: Path, timeout: float | None = None) -> None:
+    """Unmount, then wait for the daemon to finish its uploads and exit."""
+    if not is_mounted(mountpoint):
+        raise UserError(f"{mountpoint} is not mounted")
+    pid_path = pid_file(mountpoint)
+    pid = int(pid_path.read_text()) if pid_path.exists() else None
+    command = ["umount", str(mountpoint)] if os.geteuid() == 0 else [
+        "fusermount3", "-u", str(mountpoint)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        message = (result.stderr or result.stdout).strip().splitlines()
+        raise UserError(f"cannot unmount {mountpoint}: {message[-1] if message else 'failed'}")
+    if pid is None:
+        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while _alive(pid):
+        if deadline is not None and time.monotonic() > deadline:
+            raise UserError(f"glacierfs daemon {pid} is still finishing uploads")
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,468 @@
+"""One file's way into the vault: parts on the cache disk, hashed as data arrives, uploaded as
+soon as each is full by a bounded pool, completed on close.
+
+Part states (Part.state):
+    staged     in cache staging/, writable; hashes fed by in-order writes
+    queued     full: sealed into the pending cache, hashed, handed to the pool
+    uploading  a worker is sending it
+    uploaded   the vault has it (and confirmed our tree hash); the file moved to 'uploaded'
+A write into a queued/uploading/uploaded part waits for any upload in flight, moves the part
+back to staging (if still cached) and it is sent again when full (a re-upload replaces the
+range). File states: open -> closing -> complete | failed(errno). Failed is sticky: every later
+write and the close return the same errno, and the multipart upload is aborted.
+
+Lock order: FileUpload.lock, then the cache's condition. Never wait for cache room or for a
+worker while holding FileUpload.lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import secrets
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from . import treehash
+from .cache import PartCache
+from .config import MAX_PARTS, CacheConfig
+from .errors import FsError, UploadFailed, errno_for
+from .vault import PartBody, Vault
+
+log = logging.getLogger(__name__)
+CHUNK = treehash.CHUNK
+
+
+class _ChunkHasher:
+    """SHA-256 of one 1 MiB leaf, fed while writes arrive in order; else recomputed at seal."""
+
+    __slots__ = ("hasher", "next_offset", "in_order")
+
+    def __init__(self) -> None:
+        self.hasher = hashlib.sha256()
+        self.next_offset = 0
+        self.in_order = True
+
+
+@dataclass
+class Part:
+    index: int
+    key: str
+    state: str = "staged"
+    size: int = 0  # highest byte written + 1, within the part
+    covered: list[list[int]] = field(default_factory=list)  # merged [start, end) ranges
+    chunks: dict[int, _ChunkHasher] = field(default_factory=dict)
+    content: "hashlib._Hash | None" = field(default_factory=hashlib.sha256)  # None: out of order
+    content_next: int = 0
+    leaves: list[bytes] = field(default_factory=list)
+    tree_hash: str = ""
+    sha256: str = ""
+    future: Future | None = None
+
+    def cover(self, start: int, end: int) -> None:
+        merged: list[list[int]] = []
+        for a, b in sorted(self.covered + [[start, end]]):
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        self.covered = merged
+
+    def full(self, part_size: int) -> bool:
+        return self.covered == [[0, part_size]]
+
+
+class UploadPool:
+    """The bounded pool of upload workers shared by every open file."""
+
+    def __init__(self, threads: int) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="upload")
+
+    def submit(self, fn, *args) -> Future:
+        return self.executor.submit(fn, *args)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+class FileUpload:
+    """The content of one file opened for writing, on its way to becoming one archive."""
+
+    def __init__(self, vault: Vault, cache: PartCache, pool: UploadPool, config: CacheConfig,
+                 describe, display_path: str) -> None:
+        self.vault = vault
+        self.cache = cache
+        self.pool = pool
+        self.part_size = config.part_size
+        self.max_size = config.max_file_size
+        self.describe = describe  # () -> archive description, asked at initiate/close time
+        self.path = display_path  # for log lines
+        self.cache_key = secrets.token_hex(12)
+        self.lock = threading.RLock()
+        self.parts: dict[int, Part] = {}
+        self.size = 0
+        self.upload_id: str | None = None
+        self.error: FsError | None = None
+        self.state = "open"
+        self.archive_id: str | None = None
+        self.tree_hash: str | None = None
+        self.modified_ns = time.time_ns()
+        self.writes = 0  # write() calls so far; close policy in fs.py
+        # The archive's tree hash, fed each part's leaves as parts seal in order. None once a
+        # sealed part was rewritten: its old leaves are in it, so close rebuilds from parts.
+        self._running: treehash.TreeHasher | None = treehash.TreeHasher()
+        self._next_leaf_part = 0
+        self._sealed_leaves: dict[int, list[bytes]] = {}
+
+    # ---- writing --------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.state != "open":
+            raise FsError(errno.EBADF, f"{self.path}: file already closed and uploaded")
+
+    def write(self, data: bytes, offset: int) -> int:
+        self.writes += 1
+        end = offset + len(data)
+        if end > self.max_size:
+            self._fail(FsError(errno.EFBIG,
+                               f"{self.path}: {end} bytes is over {MAX_PARTS} parts of "
+                               f"{self.part_size} bytes; remount with a larger --part-size"))
+            self.abort()
+            raise self.error
+        position = offset
+        view = memoryview(data)
+        while position < end:
+            index = position // self.part_size
+            part_start = index * self.part_size
+            take = min(end, part_start + self.part_size) - position
+            self._write_part(index, position - part_start, view[position - offset:
+                                                                position - offset + take])
+            position += take
+        return len(data)
+
+    def _write_part(self, index: int, offset: int, data: memoryview) -> None:
+        part = self._writable_part(index)
+        with self.lock:
+            self._check()
+            with open(self.cache.staging_path(part.key), "r+b") as out:
+                os.pwrite(out.fileno(), data, offset)
+            self._hash_in_order(part, offset, data)
+            part.cover(offset, offset + len(data))
+            part.size = max(part.size, offset + len(data))
+            self.size = max(self.size, index * self.part_size + part.size)
+            self.modified_ns = time.time_ns()
+            if part.full(self.part_size):
+                self._seal(part)
+        if part.state == "queued" and part.future is None:
+            self._submit(part)
+
+    def _writable_part(self, index: int) -> Part:
+        """The staged part `index`, creating it (after waiting for cache room) or taking it
+        back from the pending/uploaded cache. Called without the lock."""
+        while True:
+            with self.lock:
+                self._check()
+                part = self.parts.get(index)
+                if part is not None and part.state == "staged":
+                    return part
+                in_flight = part.future if part is not None else None
+            if part is None:
+                if not self.cache.reserve(self.part_size, give_up=lambda: self.error is not None):
+                    self._check()
+                with self.lock:
+                    if index in self.parts:  # another writer made it meanwhile
+                        self.cache.release(self.part_size)
+                        continue
+                    part = Part(index, f"{self.cache_key}.{index}")
+                    open(self.cache.staging_path(part.key), "wb").close()
+                    self.parts[index] = part
+                    return part
+            if in_flight is not None:
+                try:
+                    in_flight.result()
+                except Exception:
+                    pass  # a failure is sticky in self.error; _check() raises it
+            with self.lock:
+                self._check()
+                if part.state in ("queued", "uploading"):
+                    continue
+                self._reopen(part)
+                return part
+
+    def _reopen(self, part: Part) -> None:
+        """Write again into a part that was sealed: only while the cache still holds it."""
+        if not self.cache.unseal(part.key):
+            raise FsError(errno.ENOTSUP, f"{self.path}: part {part.index} is already in the "
+                          "vault and no longer cached; glacierfs cannot rewrite it")
+        if part.state == "uploaded":
+            self.cache.reserve(self.part_size)  # it counts as unsent again
+        log.info("%s: rewriting part %d, it will be uploaded again", self.path, part.index)
+        self._running = None
+        part.state = "staged"
+        part.future = None
+        for chunk in part.chunks.values():
+            chunk.in_order = False
+        part.content = None
+
+    @staticmethod
+    def _hash_in_order(part: Part, offset: int, data: memoryview) -> None:
+        """Feed the chunk hashers and the part's SHA-256 while the bytes arrive in order."""
+        if part.content is not None:
+            if offset == part.content_next:
+                part.content.update(data)
+                part.content_next += len(data)
+            else:
+                part.content = None
+        position = offset
+        end = offset + len(data)
+        while position < end:
+            chunk_index = position // CHUNK
+            chunk_end = min(end, (chunk_index + 1) * CHUNK)
+            hasher = part.chunks.setdefault(chunk_index, _ChunkHasher())
+            if hasher.in_order and position - chunk_index * CHUNK == hasher.next_offset:
+                hasher.hasher.update(data[position - offset:chunk_end - offset])
+                hasher.next_offset += chunk_end - position
+            else:
+                hasher.in_order = False
+            position = chunk_end
+
+    def truncate(self, length: int) -> None:
+        """Set the size: growing leaves zeros; shrinking only cuts parts still being written."""
+        with self.lock:
+            self._check()
+            if length > self.max_size:
+                raise FsError(errno.EFBIG, f"{self.path}: {length} bytes is over {MAX_PARTS} "
+                              f"parts of {self.part_size} bytes")
+            if length < self.size:
+                for index, part in sorted(self.parts.items()):
+                    start = index * self.part_size
+                    if start + part.size <= length:
+                        continue
+                    if part.state != "staged":
+                        raise FsError(errno.ENOTSUP, f"{self.path}: cannot shrink into part "
+                                      f"{index}, it is already on its way to the vault")
+                    keep = max(length - start, 0)
+                    os.truncate(self.cache.staging_path(part.key), keep)
+                    part.size = keep
+                    part.covered = [[a, min(b, keep)] for a, b in part.covered if a < keep]
+                    part.content = None  # the running content hash no longer matches
+                    for chunk in part.chunks.values():
+                        chunk.in_order = False
+            self.size = length
+            self.modified_ns = time.time_ns()
+
+    def read(self, size: int, offset: int) -> bytes:
+        """Read back data of a file still being written (holes read as zeros)."""
+        with self.lock:
+            end = min(offset + size, self.size)
+            out = bytearray()
+            position = offset
+            while position < end:
+                index = position // self.part_size
+                start = index * self.part_size
+                take = min(end, start + self.part_size) - position
+                part = self.parts.get(index)
+                path = self.cache.path(part.key) if part is not None else None
+                data = b""
+                if path is not None:
+                    with open(path, "rb") as src:
+                        data = os.pread(src.fileno(), take, position - start)
+                out += data.ljust(take, b"\0")
+                position += take
+            return bytes(out)
+
+    # ---- sealing and uploading ------------------------------------------------------------
+
+    def _seal(self, part: Part) -> None:
+        """The part is complete: finish its hashes, move it to the pending cache."""
+        path = self.cache.staging_path(part.key)
+        size = part.size
+        count = -(-size // CHUNK) if size else 1
+        leaves = []
+        for chunk_index in range(count):
+            hasher = part.chunks.get(chunk_index)
+            chunk_len = min(CHUNK, size - chunk_index * CHUNK) if size else 0
+            if hasher is None or not hasher.in_order or hasher.next_offset != chunk_len:
+                leaves.append(self._rehash_chunk(path, chunk_index, chunk_len))
+            else:
+                leaves.append(hasher.hasher.digest())
+        if part.content is not None and part.content_next == size:
+            part.sha256 = part.content.hexdigest()
+        else:
+            part.sha256 = _file_sha256(path, size)
+        part.leaves = leaves
+        part.tree_hash = treehash.combine(leaves).hex()
+        self.cache.seal(part.key)
+        part.state = "queued"
+        if self._running is not None:
+            self._sealed_leaves[part.index] = leaves
+            while self._next_leaf_part in self._sealed_leaves:
+                for leaf in self._sealed_leaves.pop(self._next_leaf_part):
+                    self._running.add_leaf(leaf)
+                self._next_leaf_part += 1
+
+    @staticmethod
+    def _rehash_chunk(path, chunk_index: int, length: int) -> bytes:
+        # Only for chunks written out of order or with holes: read the chunk back once.
+        with open(path, "rb") as src:
+            data = os.pread(src.fileno(), length, chunk_index * CHUNK)
+        return hashlib.sha256(data.ljust(length, b"\0")).digest()
+
+    def _submit(self, part: Part) -> None:
+        """Hand a queued part to the pool; the first one initiates the multipart upload."""
+        with self.lock:
+            if part.future is not None or part.state != "queued" or self.error is not None:
+                return
+            if self.upload_id is None:
+                try:
+                    self.upload_id = self.vault.initiate(self.part_size, self.describe())
+                    log.debug("%s: multipart upload %s", self.path, self.upload_id)
+                except Exception as error:
+                    self._fail(UploadFailed(f"{self.path}: initiate failed: {error}",
+                                            errno_for(error)))
+                    return
+            part.future = self.pool.submit(self._upload_part, part)
+
+    def _upload_part(self, part: Part) -> None:
+        with self.lock:
+            if self.error is not None:
+                return
+            part.state = "uploading"
+            path = self.cache.path(part.key)
+            upload_id = self.upload_id
+        try:
+            with PartBody(path, "rb") as body:
+                body.content_sha256 = part.sha256
+                confirmed = self.vault.upload_part(upload_id, part.index * self.part_size,
+                                                   part.size, body, part.tree_hash)
+            if confirmed != part.tree_hash:
+                raise UploadFailed(f"{self.path}: part {part.index}: the vault computed tree "
+                                   f"hash {confirmed}, we sent {part.tree_hash}")
+        except Exception as error:
+            self._fail(error if isinstance(error, FsError) else UploadFailed(
+                f"{self.path}: part {part.index} upload failed: {error}", errno_for(error)))
+            return
+        with self.lock:
+            part.state = "uploaded"
+            self.cache.mark_uploaded(part.key, self.part_size)
+
+    def _fail(self, error: FsError) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = error
+                log.error("%s", error.reason)
+
+    # ---- closing --------------------------------------------------------------------------
+
+    def close(self) -> str | None:
+        """Upload what is left, complete the archive; its id (None for an empty file)."""
+        with self.lock:
+            self._check()
+            self.state = "closing"
+            # Parts never written at all (holes) exist as zeros; the last part may be short.
+            last = (self.size - 1) // self.part_size if self.size else -1
+            for index in range(last + 1):
+                if index not in self.parts:  # a hole never written: zeros
+                    self.cache.take(self.part_size)
+                    self.parts[index] = Part(index, f"{self.cache_key}.{index}")
+                    open(self.cache.staging_path(self.parts[index].key), "wb").close()
+                part = self.parts[index]
+                if part.state == "staged":
+                    part.size = min(self.part_size, self.size - index * self.part_size)
+                    os.truncate(self.cache.staging_path(part.key), part.size)
+                    self._seal(part)
+        try:
+            if self.size == 0:
+                return None
+            if self.upload_id is None and self.size <= self.part_size:
+                return self._upload_single()
+            for part in self._ordered_parts():
+                self._submit(part)
+            for part in self._ordered_parts():
+                if part.future is not None:
+                    part.future.result()
+            if self.error is not None:
+                raise self.error
+            return self._complete()
+        except Exception as error:
+            failure = error if isinstance(error, FsError) else UploadFailed(
+                f"{self.path}: {error}", errno_for(error))
+            self._fail(failure)
+            self.abort()
+            raise self.error from None
+
+    def _ordered_parts(self) -> list[Part]:
+        with self.lock:
+            return [self.parts[i] for i in sorted(self.parts)]
+
+    def _upload_single(self) -> str:
+        part = self.parts[0]
+        with PartBody(self.cache.path(part.key), "rb") as body:
+            body.content_sha256 = part.sha256
+            archive_id = self.vault.upload_archive(body, self.describe(), part.tree_hash)
+        self.cache.mark_uploaded(part.key, self.part_size)
+        part.state = "uploaded"
+        return self._completed(archive_id, part.tree_hash)
+
+    def _complete(self) -> str:
+        parts = self._ordered_parts()
+        combined = treehash.combine_hex([p.tree_hash for p in parts])
+        if self._running is None:
+            self._running = treehash.TreeHasher()
+            for part in parts:
+                for leaf in part.leaves:
+                    self._running.add_leaf(leaf)
+        running = self._running.hexdigest()
+        if combined != running:
+            raise UploadFailed(f"{self.path}: part hashes combine to {combined} but the data "
+                               f"written hashes to {running}; not completing")
+        archive_id = self.vault.complete(self.upload_id, self.size, running)
+        return self._completed(archive_id, running)
+
+    def _completed(self, archive_id: str, tree_hash: str) -> str:
+        with self.lock:
+            self.archive_id = archive_id
+            self.tree_hash = tree_hash
+            self.state = "complete"
+        log.info("%s: archived, %d bytes, %d part(s)", self.path, self.size, len(self.parts))
+        return archive_id
+
+    def part_hashes(self) -> list[tuple[int, str]]:
+        return [(p.size, p.tree_hash) for p in self._ordered_parts()]
+
+    def abort(self) -> None:
+        """Give up: abort the multipart upload (best effort) and drop unsent parts."""
+        with self.lock:
+            upload_id, self.upload_id = self.upload_id, None
+            parts = list(self.parts.values())
+            if self.state != "complete":
+                self.state = "failed"
+        for part in parts:
+            if part.future is not None:
+                try:
+                    part.future.result()
+                except Exception:
+                    pass
+        if upload_id is not None:
+            try:
+                self.vault.abort(upload_id)
+            except Exception as error:  # the orphan sweep (issue 5) finds it later
+                log.warning("%s: could not abort upload %s: %s", self.path, upload_id, error)
+        for part in parts:
+            if part.state != "uploaded":
+                self.cache.discard(part.key)
+                self.cache.release(self.part_size)
+
+
+def _file_sha256(path, size: int) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as src:
+        while chunk := src.read(CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()

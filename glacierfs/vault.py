@@ -1,0 +1,124 @@
+"""A thin typed wrapper over the boto3 'glacier' client: the only module that talks to boto3.
+
+Hashes are never computed here: the write path has them already (computed as data arrived),
+and we hand both to botocore so it does not read a part again to hash it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from .config import VaultConfig
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class PartBody(io.FileIO):
+    """A part file opened for upload, carrying its SHA-256 for the x-amz-content-sha256 header."""
+
+    content_sha256: str = ""
+
+
+def _use_our_content_sha256(params, **_) -> None:
+    # Runs before botocore's add_glacier_checksums, which only hashes when the header is absent.
+    body = params.get("body")
+    if isinstance(body, PartBody) and body.content_sha256:
+        params["headers"]["x-amz-content-sha256"] = body.content_sha256
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    upload_id: str
+    part_size: int
+
+
+class Vault:
+    def __init__(self, config: VaultConfig, pool_size: int = 10, client=None,
+                 attempts: int = 8) -> None:
+        self.name = config.vault
+        if client is None:
+            session = boto3.session.Session(profile_name=config.profile)
+            client = session.client(
+                "glacier",
+                endpoint_url=config.endpoint_url,
+                region_name=config.region,
+                config=Config(
+                    # botocore's standard mode: capped exponential backoff with jitter over
+                    # 500/502/503/504, throttling and connection errors.
+                    retries={"max_attempts": attempts, "mode": "standard"},
+                    max_pool_connections=pool_size,
+                    connect_timeout=10,
+                    read_timeout=120,
+                ),
+            )
+        self.client = client
+        for op in ("UploadArchive", "UploadMultipartPart"):
+            client.meta.events.register_first(f"before-call.glacier.{op}",
+                                              _use_our_content_sha256)
+
+    # ---- vault ----------------------------------------------------------------------------
+
+    def check(self, create: bool) -> None:
+        """Make sure the vault is reachable and exists (or create it); UserError otherwise."""
+        try:
+            if create:
+                self.client.create_vault(vaultName=self.name)
+            self.client.describe_vault(vaultName=self.name)
+        except botocore.exceptions.NoCredentialsError:
+            raise UserError("no AWS credentials found (environment, profile or config "
+                            "files)") from None
+        except botocore.exceptions.EndpointConnectionError as error:
+            raise UserError(f"cannot reach the Glacier endpoint: {error}") from None
+        except botocore.exceptions.ClientError as error:
+            code = error.response["Error"]["Code"]
+            if code == "ResourceNotFoundException":
+                raise UserError(f"vault {self.name!r} does not exist (use --create-vault to "
+                                "create it)") from None
+            raise UserError(f"vault {self.name!r}: {code}: "
+                            f"{error.response['Error'].get('Message', '')}") from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise UserError(f"cannot use vault {self.name!r}: {error}") from None
+
+    # ---- archives -------------------------------------------------------------------------
+
+    def upload_archive(self, body: PartBody, description: str, tree_hash: str) -> str:
+        reply = self.client.upload_archive(
+            vaultName=self.name, archiveDescription=description, body=body, checksum=tree_hash
+        )
+        return reply["archiveId"]
+
+    def delete_archive(self, archive_id: str) -> None:
+        self.client.delete_archive(vaultName=self.name, archiveId=archive_id)
+
+    # ---- multipart ------------------------------------------------------------------------
+
+    def initiate(self, part_size: int, description: str) -> str:
+        reply = self.client.initiate_multipart_upload(
+            vaultName=self.name, partSize=str(part_size), archiveDescription=description
+        )
+        return reply["uploadId"]
+
+    def upload_part(self, upload_id: str, first: int, size: int, body: PartBody,
+                    tree_hash: str) -> str:
+        """Upload one part; return the tree hash the vault computed for it."""
+        reply = self.client.upload_multipart_part(
+            vaultName=self.name, uploadId=upload_id,
+            range=f"bytes {first}-{first + size - 1}/*", body=body, checksum=tree_hash,
+        )
+        return reply["checksum"]
+
+    def complete(self, upload_id: str, size: int, tree_hash: str) -> str:
+        reply = self.client.complete_multipart_upload(
+            vaultName=self.name, uploadId=upload_id, archiveSize=str(size), checksum=tree_hash
+        )
+        return reply["archiveId"]
+
+    def abort(self, upload_id: str) -> None:
+        self.client.abort_multipart_upload(vaultName=self.name, uploadId=upload_id)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up everything glacierfs needs on a fresh Debian machine, idempotently:
+# FUSE (libfuse2 for fusepy, fuse3 for fusermount3), rsync, and a virtualenv in .venv with
+# glacierfs and its test extras installed in editable mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2' || need_apt+=(libfuse2)
+command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    echo "setup: installing ${need_apt[*]} with apt-get" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "setup: ready (.venv/bin/glacierfs)" >&2
