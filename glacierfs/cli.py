@@ -153,7 +153,44 @@ def umount(mountpoint: Path) -> None:
     do_umount(mountpoint.absolute())
 
 
+# `-o` keys that are glacierfs options when mounted from /etc/fstab (mount.fuse runs
+# `glacierfs VAULT MOUNTPOINT -o opts`), and mount(8)-only keys that FUSE must not see.
+FSTAB_OPTIONS = {"local", "cache_dir", "cache_size", "part_size", "upload_threads",
+                 "endpoint_url", "region", "profile", "log_file", "log_level"}
+FSTAB_FLAGS = {"create_vault", "foreground"}
+MOUNT8_ONLY = {"_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "defaults"}
+
+
+def fstab_args(argv: list[str]) -> list[str]:
+    """`VAULT MOUNTPOINT -o a,b=c` (the mount.fuse calling form) -> `mount ...` arguments."""
+    positional, options = [], []
+    items = iter(argv)
+    for arg in items:
+        if arg == "-o":
+            options.extend(filter(None, next(items, "").split(",")))
+        elif arg.startswith("-o"):
+            options.extend(filter(None, arg[2:].split(",")))
+        else:
+            positional.append(arg)
+    args = ["mount", *positional]
+    fuse = []
+    for option in options:
+        key, eq, value = option.partition("=")
+        if key in FSTAB_OPTIONS and eq:
+            args += [f"--{key.replace('_', '-')}", value]
+        elif key in FSTAB_FLAGS and not eq:
+            args.append(f"--{key.replace('_', '-')}")
+        elif key not in MOUNT8_ONLY:
+            fuse.append(option)
+    if fuse:
+        args += ["-o", ",".join(fuse)]
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in cli.commands:
+        argv = fstab_args(argv)
     try:
         code = cli.main(args=argv, prog_name="glacierfs", standalone_mode=False)
     except click.exceptions.Abort:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything glacierfs needs on a fresh Debian machine, idempotently:
-# FUSE (libfuse2 for fusepy, fuse3 for fusermount3), rsync, and a virtualenv in .venv with
-# glacierfs and its test extras installed in editable mode.
+# FUSE (libfuse2 for fusepy, fuse3 for fusermount3 and mount.fuse), rsync, and a virtualenv in
+# .venv with glacierfs and its test extras installed in editable mode; as root, a link
+# /usr/local/bin/glacierfs so fstab mounts (mount.fuse) find the command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,4 +23,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# mount(8) runs fstab helpers with a fixed PATH: put the command where it looks.
+if [ "$(id -u)" -eq 0 ] && [ -d /usr/local/bin ]; then
+    ln -sfn "$PWD/.venv/bin/glacierfs" /usr/local/bin/glacierfs
+fi
 echo "setup: ready (.venv/bin/glacierfs)" >&2

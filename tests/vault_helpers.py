@@ -1,0 +1,25 @@
+"""Reading a vault back through boto3, for tests: inventory and archive retrieval jobs."""
+
+from __future__ import annotations
+
+import json
+
+
+def inventory(glacier, vault: str) -> list[dict]:
+    """Archives present now (the local service runs jobs at once with --job-delay 0)."""
+    job = glacier.initiate_job(vaultName=vault, jobParameters={"Type": "inventory-retrieval"})
+    output = glacier.get_job_output(vaultName=vault, jobId=job["jobId"])
+    return json.loads(output["body"].read())["ArchiveList"]
+
+
+def retrieve(glacier, vault: str, archive_id: str) -> tuple[bytes, str | None]:
+    """An archive's bytes and the tree hash the service sent with them."""
+    job = glacier.initiate_job(vaultName=vault, jobParameters={
+        "Type": "archive-retrieval", "ArchiveId": archive_id})
+    output = glacier.get_job_output(vaultName=vault, jobId=job["jobId"])
+    return output["body"].read(), output.get("checksum")
+
+
+def archives_by_path(glacier, vault: str) -> dict[str, dict]:
+    """Inventory keyed by the "path" in each archive's JSON description."""
+    return {json.loads(a["ArchiveDescription"])["path"]: a for a in inventory(glacier, vault)}
