@@ -18,6 +18,7 @@ from .sqlite import Database
 
 ROOT_INO = 1
 NAME_MAX = 255
+FILE_TYPE_BITS = 0o170000  # the S_IFMT mask of st_mode
 
 SCHEMA = """
 -- Every file and directory; ino 1 is the root directory.
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS inodes (
     archive_id TEXT,                   -- NULL = no archive (directory, empty file, or writing)
     tree_hash  TEXT,                   -- the archive's SHA-256 tree hash, hex
     part_size  INTEGER,                -- part size the content was cut into (cache layout)
-    cache_key  TEXT                    -- prefix of this content's part files in the cache
+    cache_key  TEXT,                   -- prefix of this content's part files in the cache
+    symlink    BLOB                    -- symbolic links: the target; NULL for everything else
 );
 
 -- Directory entries: (parent, name) -> inode.
@@ -73,6 +75,7 @@ class Inode:
     tree_hash: str | None
     part_size: int | None
     cache_key: str | None
+    symlink: bytes | None
 
     @property
     def is_dir(self) -> bool:
@@ -135,6 +138,15 @@ class Catalog:
         _check_name(name)
         return parent, name
 
+    def exists(self, ino: int) -> bool:
+        return self.db.one("SELECT 1 FROM inodes WHERE ino = ?", (ino,)) is not None
+
+    def subdirectory_count(self, ino: int) -> int:
+        row = self.db.one(
+            "SELECT COUNT(*) AS n FROM entries e JOIN inodes i ON i.ino = e.ino "
+            "WHERE e.parent = ? AND (i.mode & ?) = ?", (ino, FILE_TYPE_BITS, stat.S_IFDIR))
+        return row["n"]
+
     def children(self, ino: int) -> list[tuple[bytes, int]]:
         rows = self.db.query("SELECT name, ino FROM entries WHERE parent = ? ORDER BY name",
                              (ino,))
@@ -161,19 +173,20 @@ class Catalog:
 
     # ---- changes --------------------------------------------------------------------------
 
-    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Inode:
-        """A new empty file ('writing') or directory, linked under parent."""
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+               symlink: bytes | None = None) -> Inode:
+        """A new empty file ('writing'), directory or symlink, linked under parent."""
         _check_name(name)
         now = time.time_ns()
-        state = "stored" if stat.S_ISDIR(mode) else "writing"
+        state = "writing" if stat.S_ISREG(mode) else "stored"
         with self.db.transaction() as conn:
             if conn.execute("SELECT 1 FROM entries WHERE parent = ? AND name = ?",
                             (parent, name)).fetchone():
                 raise FsError(errno.EEXIST, f"{name!r} exists")
             cursor = conn.execute(
-                "INSERT INTO inodes (mode, uid, gid, mtime_ns, ctime_ns, state) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (mode, uid, gid, now, now, state),
+                "INSERT INTO inodes (mode, uid, gid, size, mtime_ns, ctime_ns, state, symlink) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (mode, uid, gid, len(symlink or b""), now, now, state, symlink),
             )
             ino = cursor.lastrowid
             conn.execute("INSERT INTO entries (parent, name, ino) VALUES (?, ?, ?)",
@@ -202,6 +215,93 @@ class Catalog:
                 "INSERT INTO parts (ino, idx, size, tree_hash) VALUES (?, ?, ?, ?)",
                 [(ino, idx, psize, phash) for idx, (psize, phash) in enumerate(parts)],
             )
+
+    def set_attributes(self, ino: int, mode: int | None = None, uid: int | None = None,
+                       gid: int | None = None, mtime_ns: int | None = None) -> None:
+        """chmod / chown / utimens: metadata only, never a re-upload."""
+        node = self.inode(ino)
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE inodes SET mode = ?, uid = ?, gid = ?, mtime_ns = ?, ctime_ns = ? "
+                "WHERE ino = ?",
+                (
+                    (node.mode & ~0o7777) | (mode & 0o7777) if mode is not None else node.mode,
+                    node.uid if uid is None or uid < 0 else uid,
+                    node.gid if gid is None or gid < 0 else gid,
+                    node.mtime_ns if mtime_ns is None else mtime_ns,
+                    time.time_ns(),
+                    ino,
+                ),
+            )
+
+    def unlink(self, parent: int, name: bytes) -> Inode:
+        """Remove a non-directory entry and its inode; returns what was removed."""
+        with self.db.transaction() as conn:
+            ino = self.lookup(parent, name)
+            if ino is None:
+                raise FsError(errno.ENOENT, f"{name!r} does not exist")
+            node = self.inode(ino)
+            if node.is_dir:
+                raise FsError(errno.EISDIR, f"{name!r} is a directory")
+            self._drop(conn, parent, name, ino)
+        return node
+
+    def rmdir(self, parent: int, name: bytes) -> None:
+        with self.db.transaction() as conn:
+            ino = self.lookup(parent, name)
+            if ino is None:
+                raise FsError(errno.ENOENT, f"{name!r} does not exist")
+            if not self.inode(ino).is_dir:
+                raise FsError(errno.ENOTDIR, f"{name!r} is not a directory")
+            if self.children(ino):
+                raise FsError(errno.ENOTEMPTY, f"{name!r} is not empty")
+            self._drop(conn, parent, name, ino)
+
+    def _drop(self, conn, parent: int, name: bytes, ino: int) -> None:
+        now = time.time_ns()
+        conn.execute("DELETE FROM entries WHERE parent = ? AND name = ?", (parent, name))
+        conn.execute("DELETE FROM parts WHERE ino = ?", (ino,))
+        conn.execute("DELETE FROM inodes WHERE ino = ?", (ino,))
+        conn.execute("UPDATE inodes SET mtime_ns = ?, ctime_ns = ? WHERE ino = ?",
+                     (now, now, parent))
+
+    def rename(self, old_parent: int, old_name: bytes, new_parent: int,
+               new_name: bytes) -> Inode | None:
+        """Move an entry (a catalog change only); returns the inode it replaced, if any."""
+        _check_name(new_name)
+        with self.db.transaction() as conn:
+            ino = self.lookup(old_parent, old_name)
+            if ino is None:
+                raise FsError(errno.ENOENT, f"{old_name!r} does not exist")
+            moving = self.inode(ino)
+            if moving.is_dir:
+                ancestor = new_parent
+                while ancestor != ROOT_INO:  # a directory cannot move into itself
+                    if ancestor == ino:
+                        raise FsError(errno.EINVAL, "cannot move a directory into itself")
+                    row = conn.execute("SELECT parent FROM entries WHERE ino = ?",
+                                       (ancestor,)).fetchone()
+                    ancestor = row["parent"] if row else ROOT_INO
+            target_ino = self.lookup(new_parent, new_name)
+            replaced = None
+            if target_ino == ino:
+                return None
+            if target_ino is not None:
+                replaced = self.inode(target_ino)
+                if replaced.is_dir and not moving.is_dir:
+                    raise FsError(errno.EISDIR, f"{new_name!r} is a directory")
+                if moving.is_dir and not replaced.is_dir:
+                    raise FsError(errno.ENOTDIR, f"{new_name!r} is not a directory")
+                if replaced.is_dir and self.children(target_ino):
+                    raise FsError(errno.ENOTEMPTY, f"{new_name!r} is not empty")
+                self._drop(conn, new_parent, new_name, target_ino)
+            now = time.time_ns()
+            conn.execute("UPDATE entries SET parent = ?, name = ? WHERE parent = ? AND name = ?",
+                         (new_parent, new_name, old_parent, old_name))
+            conn.execute("UPDATE inodes SET ctime_ns = ? WHERE ino = ?", (now, ino))
+            conn.execute("UPDATE inodes SET mtime_ns = ?, ctime_ns = ? WHERE ino IN (?, ?)",
+                         (now, now, old_parent, new_parent))
+        return replaced
 
     def remove(self, ino: int) -> None:
         """Unlink every entry of an inode and delete it (a new file whose upload failed)."""

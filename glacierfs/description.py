@@ -4,19 +4,31 @@ AWS's vault-to-S3 migration names objects by decoding archive descriptions: a JS
 a "path" key is one form it understands. So each archive's description is
 {"path": "<path relative to the mount>", "mtime": "<ISO 8601 UTC>"} in printable ASCII
 (json.dumps escapes everything else), at most 1,024 characters. A path that does not fit is cut
-and marked "truncated": true; the catalog stays the truth.
+and marked "truncated": true; the catalog stays the truth. rsync writes each file as
+`.NAME.XXXXXX` and renames it when done, so such a name is described by its final path.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 MAX_DESCRIPTION = 1024
 
 
+_RSYNC_TEMP = re.compile(rb"\.(.+)\.[A-Za-z0-9]{6}")
+
+
+def final_path(path: bytes) -> bytes:
+    """The name a file will have: rsync's temporary `.NAME.XXXXXX` becomes NAME."""
+    head, slash, name = path.rpartition(b"/")
+    match = _RSYNC_TEMP.fullmatch(name)
+    return head + slash + match.group(1) if match else path
+
+
 def describe(path: bytes, mtime: float) -> str:
-    relative = path.lstrip(b"/").decode("utf-8", "surrogateescape")
+    relative = final_path(path).lstrip(b"/").decode("utf-8", "surrogateescape")
     when = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = json.dumps({"path": relative, "mtime": when}, ensure_ascii=True)
     if len(text) <= MAX_DESCRIPTION:

@@ -84,8 +84,7 @@ class GlacierFS:
         if writer is not None:
             size = writer.size
             mtime_ns = max(mtime_ns, writer.modified_ns)
-        links = 2 + sum(1 for _, ino in self.catalog.children(node.ino)
-                        if self.catalog.inode(ino).is_dir) if node.is_dir else 1
+        links = 2 + self.catalog.subdirectory_count(node.ino) if node.is_dir else 1
         return {
             "st_ino": node.ino,
             "st_mode": node.mode,
@@ -109,6 +108,69 @@ class GlacierFS:
     def mkdir(self, path: bytes, mode: int, uid: int, gid: int) -> None:
         parent, name = self.catalog.resolve_parent(path)
         self.catalog.create(parent.ino, name, stat.S_IFDIR | (mode & 0o7777), uid, gid)
+
+    def symlink(self, path: bytes, target: bytes, uid: int, gid: int) -> None:
+        parent, name = self.catalog.resolve_parent(path)
+        self.catalog.create(parent.ino, name, stat.S_IFLNK | 0o777, uid, gid, symlink=target)
+
+    def readlink(self, path: bytes) -> bytes:
+        node = self.catalog.resolve(path)
+        if node.symlink is None:
+            raise FsError(errno.EINVAL, f"{path!r} is not a symbolic link")
+        return node.symlink
+
+    def link(self, target: bytes, path: bytes) -> None:
+        raise FsError(errno.EPERM, "hard links are not supported: one archive has one name")
+
+    def chmod(self, path: bytes, mode: int) -> None:
+        self.catalog.set_attributes(self.catalog.resolve(path).ino, mode=mode)
+
+    def chown(self, path: bytes, uid: int, gid: int) -> None:
+        self.catalog.set_attributes(self.catalog.resolve(path).ino, uid=uid, gid=gid)
+
+    def utimens(self, path: bytes, mtime_ns: int | None) -> None:
+        """Set the modification time (now if None); atime is not kept (it reads as mtime)."""
+        node = self.catalog.resolve(path)
+        mtime_ns = time.time_ns() if mtime_ns is None else mtime_ns
+        self.catalog.set_attributes(node.ino, mtime_ns=mtime_ns)
+        writer = self._writers.get(node.ino)
+        if writer is not None:
+            writer.modified_ns = mtime_ns  # later writes would move it again, as on any fs
+
+    def unlink(self, path: bytes) -> None:
+        parent, name = self.catalog.resolve_parent(path)
+        self._forget(self.catalog.unlink(parent.ino, name), path)
+
+    def rmdir(self, path: bytes) -> None:
+        parent, name = self.catalog.resolve_parent(path)
+        self.catalog.rmdir(parent.ino, name)
+
+    def rename(self, old: bytes, new: bytes) -> None:
+        old_parent, old_name = self.catalog.resolve_parent(old)
+        new_parent, new_name = self.catalog.resolve_parent(new)
+        replaced = self.catalog.rename(old_parent.ino, old_name, new_parent.ino, new_name)
+        if replaced is not None:
+            self._forget(replaced, new)
+
+    def _forget(self, node: Inode, path: bytes) -> None:
+        """After the catalog no longer names `node`: delete its archive and cached parts."""
+        if node.ino in self._writers:
+            return  # still being written: _finish deletes the archive it makes
+        if node.archive_id:
+            self._delete_archive(node.archive_id, path)
+        self._drop_cached(node)
+
+    def _delete_archive(self, archive_id: str, path: bytes) -> None:
+        try:
+            self.vault.delete_archive(archive_id)
+        except Exception as error:  # the catalog is the truth; an orphan is found later
+            log.warning("%s: archive %s could not be deleted: %s",
+                        path.decode("utf-8", "backslashreplace"), archive_id, error)
+
+    def _drop_cached(self, node: Inode) -> None:
+        if node.cache_key and node.part_size:
+            for index in range(max(1, -(-node.size // node.part_size))):
+                self.cache.discard(f"{node.cache_key}.{index}")
 
     def statfs(self) -> dict:
         files, used = self.catalog.totals()
@@ -148,7 +210,7 @@ class GlacierFS:
         ino = node.ino
         writer = FileUpload(
             self.vault, self.cache, self.pool, self.config,
-            describe=lambda: describe(self.catalog.path_of(ino), time.time()),
+            describe=lambda: describe(self.catalog.path_of(ino), self._mtime_of(ino)),
             display_path=path.decode("utf-8", "backslashreplace"),
         )
         with self._lock:
@@ -156,6 +218,10 @@ class GlacierFS:
                 raise FsError(errno.EBUSY, f"{path!r} is already open for writing")
             self._writers[ino] = writer
         return self._new_handle(Handle(ino, path, pid, writer=writer, replaces=replaces))
+
+    def _mtime_of(self, ino: int) -> float:
+        writer = self._writers.get(ino)
+        return (writer.modified_ns if writer is not None else time.time_ns()) / 1e9
 
     def _new_handle(self, handle: Handle) -> int:
         with self._lock:
@@ -267,12 +333,16 @@ class GlacierFS:
         handle.finished = True
         try:
             archive_id = writer.close()
+            if not self.catalog.exists(handle.ino):  # unlinked or replaced while written
+                if archive_id:
+                    self._delete_archive(archive_id, handle.path)
+                return
             self.catalog.set_stored(handle.ino, writer.size, archive_id, writer.tree_hash,
                                     self.config.part_size, writer.cache_key,
                                     writer.part_hashes())
         except FsError as error:
             handle.error = error
-            if handle.replaces is None:
+            if handle.replaces is None and self.catalog.exists(handle.ino):
                 self.catalog.remove(handle.ino)  # a new file that never made it
             raise
         finally:
@@ -280,12 +350,9 @@ class GlacierFS:
                 self._writers.pop(handle.ino, None)
         old = handle.replaces
         if old is not None and old.archive_id and old.archive_id != archive_id:
-            try:
-                self.vault.delete_archive(old.archive_id)
-            except Exception as error:
-                log.warning("%s: replaced archive %s could not be deleted: %s",
-                            handle.path.decode("utf-8", "backslashreplace"), old.archive_id,
-                            error)
+            self._delete_archive(old.archive_id, handle.path)
+            if old.cache_key != writer.cache_key:
+                self._drop_cached(old)
 
     def root(self) -> Inode:
         return self.catalog.inode(ROOT_INO)

@@ -89,6 +89,35 @@ class GlacierOperations(Operations):
         uid, gid, _ = _caller()
         self.fs.mkdir(_b(path), mode, uid, gid)
 
+    def unlink(self, path):
+        self.fs.unlink(_b(path))
+
+    def rmdir(self, path):
+        self.fs.rmdir(_b(path))
+
+    def rename(self, old, new):
+        self.fs.rename(_b(old), _b(new))
+
+    def symlink(self, target, source):
+        # fusepy: create `target` pointing at `source` (ln -s source target)
+        uid, gid, _ = _caller()
+        self.fs.symlink(_b(target), _b(source), uid, gid)
+
+    def readlink(self, path):
+        return self.fs.readlink(_b(path)).decode(ENCODING)
+
+    def link(self, target, source):
+        self.fs.link(_b(source), _b(target))
+
+    def chmod(self, path, mode):
+        self.fs.chmod(_b(path), mode)
+
+    def chown(self, path, uid, gid):
+        self.fs.chown(_b(path), uid, gid)
+
+    def utimens(self, path, times=None):
+        self.fs.utimens(_b(path), times[1] if times else None)
+
     def statfs(self, path):
         return self.fs.statfs()
 

@@ -67,3 +67,44 @@ TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
 def continuation_lines(log: str) -> list[str]:
     """Log lines that are not a log record's first line (tracebacks, multi-line messages)."""
     return [line for line in log.splitlines() if line and not TIMESTAMPED.match(line)]
+
+
+def assert_cp_fails_cleanly(m, tmp_path, name: str, size: int, fault: str) -> str:
+    """With `fault` set, cp of a `size`-byte file fails with its errno text on stderr, the
+    file is gone from the mount, no upload is left open and no archive made; returns the
+    mount log's error lines for the file."""
+    import subprocess
+
+    source = tmp_path / f"{name}.src"
+    source.write_bytes(pattern(size, size))
+    m.set_faults(fault)
+    try:
+        result = subprocess.run(["cp", str(source), str(m.path / name)], capture_output=True,
+                                text=True, timeout=300)
+    finally:
+        m.set_faults("")
+    assert result.returncode != 0
+    stderr = result.stderr.strip().splitlines()
+    assert len(stderr) == 1, result.stderr
+    assert stderr[0].startswith("cp: ") and name in stderr[0]
+    assert stderr[0].endswith("Input/output error"), stderr[0]
+    assert name not in os.listdir(m.path)
+    assert open_uploads(m.glacier, m.vault) == []
+    assert name not in archives_by_path(m.glacier, m.vault)
+    errors = error_lines(m.log(), name)
+    assert len(errors) == 1, errors or m.log()[-3000:]
+    return errors[0]
+
+
+def assert_cp_works(m, tmp_path, name: str, size: int) -> None:
+    import subprocess
+
+    data = pattern(size, size + 1)
+    source = tmp_path / f"{name}.src"
+    source.write_bytes(data)
+    result = subprocess.run(["cp", str(source), str(m.path / name)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert os.stat(m.path / name).st_size == size
+    assert_archive(m.glacier, m.vault, name, data)
+    assert open_uploads(m.glacier, m.vault) == []

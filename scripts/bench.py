@@ -1,0 +1,367 @@
+"""How does `cp` into a glacierfs mount compare with what the same bytes cost without it?
+
+    .venv/bin/python scripts/bench.py [--size-gib 2] [--rss-sizes 1,4] [--quick]
+
+The machine is small (2 cores) and shared, so absolute figures drift between runs: every goal
+is a ratio of two measurements taken in this one run. MB/s = 10^6 bytes per second.
+
+1. Throughput. A source file of --size-gib random bytes (os.urandom, written before any timing,
+   so every reader finds it in the page cache) is copied three ways:
+   - `cp` into a fresh glacierfs mount (64 MiB parts, 2 GiB cache, 4 upload threads) backed by
+     a fresh `glacierfs serve` process. Timed from cp's start until it exits: close(2) returns
+     once the archive is complete, so the time covers the whole upload.
+   - boto3 alone, as a normal client would do it, to a fresh `glacierfs serve`: initiate, 64 MiB
+     parts read from the file on 4 threads, botocore computing both hashes itself, complete
+     with the tree hash combined from the part checksums. Timed from initiate to complete.
+     Goal: glacierfs cp MB/s >= 0.9 x this.
+   - `cp` into a minimal fusepy passthrough filesystem (below) that only writes to local disk,
+     with the same FUSE settings glacierfs uses (multi-threaded, big_writes, max_write=128 KiB).
+     This is the ceiling of a Python FUSE filesystem here. Goal: glacierfs >= 0.8 x this.
+   CPU columns: cores busy while timed (CPU seconds / wall seconds) of the client (cp, or this
+   process for boto3), the FUSE daemon and the server. Two cores = 2.0 in all.
+2. Memory. For each --rss-sizes file (its own source file, a fresh server and a FRESH MOUNT per
+   size, so VmHWM is that copy's peak), VmRSS of the mount daemon is sampled every 50 ms during
+   the cp, and VmHWM is read after it. Goal: <= 200 MiB and flat (the largest size's peak about
+   the smallest's: their ratio <= 1.25 is reported as flat).
+3. Disk writes. /proc/PID/io write_bytes of the mount daemon before and after the copy of
+   part 1, per byte copied. The daemon writes the part files (and its SQLite files); the server
+   is another process (we mount with --endpoint-url), so its writes are not counted. Linux
+   counts write_bytes when a page is dirtied, so a part written once counts once even if it is
+   never written back. Goal: <= 1.1.
+
+Everything runs on 127.0.0.1 inside one temporary directory on local disk. Source files and
+server data are deleted after each measurement. Mounts, servers and the passthrough process
+are always unmounted/stopped in finally blocks, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from glacierfs.mount import is_mounted, pid_file  # noqa: E402
+from glacierfs.treehash import combine_hex  # noqa: E402
+
+MiB, GiB = 1 << 20, 1 << 30
+PART, THREADS, CACHE = 64 * MiB, 4, 2 * GiB
+VAULT = "bench"
+GLACIERFS = [sys.executable, "-m", "glacierfs"]
+
+# argv: BACKING_DIR MOUNTPOINT. Every operation cp needs, straight to the backing directory.
+PASSTHROUGH_FS = r"""
+import os, sys
+from fuse import FUSE, Operations
+class Passthrough(Operations):
+    def __init__(self, root): self.root = root
+    def getattr(self, path, fh=None):
+        st = os.lstat(self.root + path)  # fusepy turns OSError into -errno
+        return {k: getattr(st, k) for k in ("st_mode", "st_nlink", "st_uid", "st_gid",
+                                            "st_size", "st_atime", "st_mtime", "st_ctime")}
+    def create(self, path, mode, fi=None):
+        return os.open(self.root + path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    def open(self, path, flags): return os.open(self.root + path, flags)
+    def write(self, path, data, offset, fh): return os.pwrite(fh, data, offset)
+    def truncate(self, path, length, fh=None): os.truncate(self.root + path, length)
+    def flush(self, path, fh): return 0
+    def release(self, path, fh): os.close(fh); return 0
+FUSE(Passthrough(sys.argv[1]), sys.argv[2], foreground=True, nothreads=False, big_writes=True,
+     max_write=131072)
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_field(pid: int, name: str, file: str = "status") -> int:
+    """A field of /proc/PID/status (kB values returned in bytes) or /proc/PID/io."""
+    for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            number, *unit = value.split()
+            return int(number) * (1024 if unit == ["kB"] else 1)
+    raise KeyError(name)
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def make_source(path: Path, size: int) -> Path:
+    with open(path, "wb") as out:
+        for start in range(0, size, PART):
+            out.write(os.urandom(min(PART, size - start)))
+    return path
+
+
+@contextmanager
+def serve(data_dir: Path):
+    """A fresh `glacierfs serve` process -> (url, pid, keys); stopped and its data deleted."""
+    log = data_dir.with_suffix(".log")
+    with open(log, "wb") as err:  # own session: Ctrl-C must not stop it before the unmount
+        proc = subprocess.Popen([*GLACIERFS, "serve", "--data-dir", str(data_dir), "--port", "0",
+                                 "--log-level", "warning"], stdout=subprocess.PIPE, stderr=err,
+                                start_new_session=True)
+    try:
+        url = proc.stdout.readline().decode().strip()  # the endpoint URL, or EOF if it died
+        if not url.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"glacierfs serve did not start: {log.read_text()[-2000:]}")
+        keys = configparser.ConfigParser()
+        keys.read(data_dir / "credentials")
+        yield url, proc.pid, dict(keys["default"])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def unmount(mountpoint: Path, pid: int | None, graceful: list[str]) -> None:
+    """`graceful` (e.g. glacierfs umount), then a lazy unmount and SIGKILL if still needed."""
+    try:
+        if is_mounted(mountpoint):
+            subprocess.run(graceful, capture_output=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        print(f"warning: {' '.join(graceful)} timed out; forcing", file=sys.stderr)
+    finally:
+        if is_mounted(mountpoint):
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+            subprocess.run(["fusermount", "-uz", str(mountpoint)], capture_output=True)
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class RssSampler(threading.Thread):
+    """Peak VmRSS of `pid`, sampled every 50 ms until stop()."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.done = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                self.peak = max(self.peak, proc_field(self.pid, "VmRSS"))
+            except (OSError, KeyError):
+                return
+            if self.done.wait(0.05):
+                return
+
+    def stop(self) -> int:
+        self.done.set()
+        self.join()
+        return self.peak
+
+
+def timed_cp(source: Path, target: Path, size: int, daemon: int, server: int | None) -> dict:
+    """cp source target -> seconds, MB/s and cores busy (cp, FUSE daemon, server)."""
+    before = (resource.getrusage(resource.RUSAGE_CHILDREN), cpu_seconds(daemon),
+              cpu_seconds(server) if server else 0.0)
+    start = time.perf_counter()
+    subprocess.run(["cp", str(source), str(target)], check=True, timeout=60 + size / (5 * MiB))
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return dict(seconds=seconds, mbps=size / seconds / 1e6,
+                client=(after.ru_utime + after.ru_stime - before[0].ru_utime
+                        - before[0].ru_stime) / seconds,
+                daemon=(cpu_seconds(daemon) - before[1]) / seconds,
+                server=(cpu_seconds(server) - before[2]) / seconds if server else None)
+
+
+def glacierfs_cp(tmp: Path, name: str, source: Path, size: int) -> dict:
+    """cp into a fresh mount on a fresh server: timings, daemon RSS and write_bytes."""
+    mnt, cache, data = tmp / f"{name}-mnt", tmp / f"{name}-cache", tmp / f"{name}-server"
+    mnt.mkdir()
+    pid = None
+    with serve(data) as (url, server_pid, _):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(AWS_SHARED_CREDENTIALS_FILE=str(data / "credentials"),
+                   AWS_CONFIG_FILE=str(data / "config"), AWS_EC2_METADATA_DISABLED="true")
+        try:
+            subprocess.run([*GLACIERFS, "mount", VAULT, str(mnt), "--endpoint-url", url,
+                            "--create-vault", "--cache-dir", str(cache), "--part-size", "64M",
+                            "--cache-size", "2G", "--upload-threads", str(THREADS)],
+                           env=env, check=True, timeout=60, capture_output=True)
+            pid = int(pid_file(mnt).read_text())
+            io_before = proc_field(pid, "write_bytes", "io")
+            result = dict(rss_before=proc_field(pid, "VmRSS"))
+            sampler = RssSampler(pid)
+            sampler.start()
+            try:
+                result.update(timed_cp(source, mnt / "file.bin", size, pid, server_pid))
+            finally:
+                result["rss_peak"] = sampler.stop()
+            result.update(hwm=proc_field(pid, "VmHWM"),
+                          written=proc_field(pid, "write_bytes", "io") - io_before,
+                          cancelled=proc_field(pid, "cancelled_write_bytes", "io"))
+            if os.stat(mnt / "file.bin").st_size != size:
+                raise RuntimeError("the copy in the mount has the wrong size")
+            return result
+        except subprocess.CalledProcessError as error:
+            raise RuntimeError(f"{error.cmd[2:4]} failed: {error.stderr}") from None
+        finally:
+            unmount(mnt, pid, [*GLACIERFS, "umount", str(mnt)])
+            shutil.rmtree(cache, ignore_errors=True)
+
+
+def boto3_upload(tmp: Path, source: Path, size: int) -> dict:
+    """A plain boto3 multipart upload of the file to a fresh server, THREADS parts at a time."""
+    with serve(tmp / "boto3-server") as (url, server_pid, keys):
+        client = boto3.client(
+            "glacier", endpoint_url=url, region_name="us-east-1",
+            aws_access_key_id=keys["aws_access_key_id"],
+            aws_secret_access_key=keys["aws_secret_access_key"],
+            config=Config(retries={"total_max_attempts": 1}, read_timeout=120,
+                          max_pool_connections=THREADS))
+        client.create_vault(vaultName=VAULT)
+
+        def send(index: int) -> str:
+            with open(source, "rb") as src:
+                body = os.pread(src.fileno(), PART, index * PART)
+            first = index * PART
+            return client.upload_multipart_part(
+                vaultName=VAULT, uploadId=upload_id, body=body,
+                range=f"bytes {first}-{first + len(body) - 1}/*")["checksum"]
+
+        before = (sum(os.times()[:2]), cpu_seconds(server_pid))
+        start = time.perf_counter()
+        upload_id = client.initiate_multipart_upload(
+            vaultName=VAULT, partSize=str(PART))["uploadId"]
+        with ThreadPoolExecutor(THREADS) as pool:
+            checksums = list(pool.map(send, range(-(-size // PART))))
+        client.complete_multipart_upload(vaultName=VAULT, uploadId=upload_id,
+                                         archiveSize=str(size), checksum=combine_hex(checksums))
+        seconds = time.perf_counter() - start
+        client.close()
+        return dict(seconds=seconds, mbps=size / seconds / 1e6,
+                    client=(sum(os.times()[:2]) - before[0]) / seconds, daemon=None,
+                    server=(cpu_seconds(server_pid) - before[1]) / seconds)
+
+
+def passthrough_cp(tmp: Path, source: Path, size: int) -> dict:
+    backing, mnt = tmp / "passthrough-backing", tmp / "passthrough-mnt"
+    backing.mkdir()
+    mnt.mkdir()
+    log = open(tmp / "passthrough.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-c", PASSTHROUGH_FS, str(backing), str(mnt)],
+                            stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, 30, "the passthrough mount")
+        if proc.poll() is not None:
+            raise RuntimeError(f"passthrough FS exited: {(tmp / 'passthrough.log').read_text()}")
+        return timed_cp(source, mnt / "file.bin", size, proc.pid, None)
+    finally:
+        unmount(mnt, None, ["fusermount", "-u", str(mnt)])
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(backing, ignore_errors=True)
+
+
+def verdict(ok: bool) -> str:
+    return "meets" if ok else "MISSES"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-gib", type=float, default=2, help="file size for parts 1 and 3")
+    parser.add_argument("--rss-sizes", default="1,4", help="GiB, comma-separated, for part 2")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 0.25 GiB; 0.25,0.5")
+    options = parser.parse_args()
+    if options.quick:
+        options.size_gib, options.rss_sizes = 0.25, "0.25,0.5"
+    size = int(options.size_gib * GiB) // MiB * MiB
+    rss_sizes = [int(float(s) * GiB) // MiB * MiB for s in options.rss_sizes.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="glacierfs-bench-") as name:
+        tmp = Path(name)
+        # Peak disk: a source file, its copy in the server and up to CACHE of cache parts.
+        need = max(2 * n + min(n, CACHE) for n in [size, *rss_sizes]) + GiB
+        free = shutil.disk_usage(tmp).free
+        if free < need:
+            sys.exit(f"error: {tmp} has {free / GiB:.1f} GiB free; this run needs "
+                     f"{need / GiB:.1f} GiB")
+        print(f"temporary directory {tmp} ({free / GiB:.0f} GiB free); part size "
+              f"{PART // MiB} MiB, {THREADS} upload threads, cache {CACHE // GiB} GiB", flush=True)
+
+        source = make_source(tmp / "source.bin", size)
+        try:
+            rows = {"glacierfs cp": glacierfs_cp(tmp, "main", source, size)}
+            rows["boto3 multipart upload"] = boto3_upload(tmp, source, size)
+            rows["passthrough FUSE cp"] = passthrough_cp(tmp, source, size)
+        finally:
+            source.unlink()
+        rss = {}
+        for n in rss_sizes:
+            source = make_source(tmp / f"source-{n}.bin", n)
+            try:
+                rss[n] = glacierfs_cp(tmp, f"rss-{n}", source, n)
+            finally:
+                source.unlink()
+
+    def cores(value) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    print(f"\n1. Throughput, one {size / MiB:.0f} MiB file (cores busy: CPU s / wall s)")
+    print(f"{'':<24} {'seconds':>8} {'MB/s':>7} {'client':>7} {'FUSE':>7} {'server':>7}")
+    for label, row in rows.items():
+        print(f"{label:<24} {row['seconds']:>8.2f} {row['mbps']:>7.1f} {cores(row['client']):>7}"
+              f" {cores(row['daemon']):>7} {cores(row['server']):>7}")
+    ours = rows["glacierfs cp"]["mbps"]
+    vs_boto3 = ours / rows["boto3 multipart upload"]["mbps"]
+    vs_fuse = ours / rows["passthrough FUSE cp"]["mbps"]
+    print(f"glacierfs cp / boto3 upload     {vs_boto3:5.2f}  goal >= 0.90: {verdict(vs_boto3 >= 0.9)}")
+    print(f"glacierfs cp / passthrough cp   {vs_fuse:5.2f}  goal >= 0.80: {verdict(vs_fuse >= 0.8)}")
+
+    print("\n2. Mount daemon memory, a fresh mount (and server) per size")
+    print(f"{'file MiB':>8} {'MB/s':>7} {'RSS idle':>9} {'RSS peak':>9} {'VmHWM':>9}  (MiB)")
+    for n, row in rss.items():
+        print(f"{n // MiB:>8} {row['mbps']:>7.1f} {row['rss_before'] / MiB:>9.1f} "
+              f"{row['rss_peak'] / MiB:>9.1f} {row['hwm'] / MiB:>9.1f}")
+    peaks = [max(row["rss_peak"], row["hwm"]) for row in rss.values()]
+    growth = peaks[-1] / peaks[0]
+    print(f"largest peak {max(peaks) / MiB:.1f} MiB: goal <= 200 MiB: "
+          f"{verdict(max(peaks) <= 200 * MiB)}; {rss_sizes[-1] // MiB} MiB peak / "
+          f"{rss_sizes[0] // MiB} MiB peak = {growth:.2f}: {'flat' if growth <= 1.25 else 'GROWS'}")
+
+    main_row = rows["glacierfs cp"]
+    ratio = main_row["written"] / size
+    print(f"\n3. Cache disk writes of the mount daemon during the {size / MiB:.0f} MiB copy")
+    print(f"write_bytes {main_row['written'] / MiB:.1f} MiB (cancelled_write_bytes "
+          f"{main_row['cancelled'] / MiB:.1f} MiB) per byte copied: {ratio:.3f}  goal <= 1.10: "
+          f"{verdict(ratio <= 1.1)}")
+
+
+if __name__ == "__main__":
+    main()
