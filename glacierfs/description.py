@@ -18,19 +18,29 @@ MAX_DESCRIPTION = 1024
 
 
 _RSYNC_TEMP = re.compile(rb"\.(.+)\.[A-Za-z0-9]{6}")
+# rsync cuts NAME in its temporary name to 246 bytes (receiver.c get_tmpname), so a NAME of
+# that length may be the start of a longer one.
+RSYNC_NAME_MAX = 246
 
 
-def final_path(path: bytes) -> bytes:
-    """The name a file will have: rsync's temporary `.NAME.XXXXXX` becomes NAME."""
+def final_path(path: bytes) -> tuple[bytes, bool]:
+    """The name a file will have, and whether it may be cut short: rsync's temporary
+    `.NAME.XXXXXX` becomes NAME."""
     head, slash, name = path.rpartition(b"/")
     match = _RSYNC_TEMP.fullmatch(name)
-    return head + slash + match.group(1) if match else path
+    if not match:
+        return path, False
+    return head + slash + match.group(1), len(match.group(1)) >= RSYNC_NAME_MAX
 
 
 def describe(path: bytes, mtime: float) -> str:
-    relative = final_path(path).lstrip(b"/").decode("utf-8", "surrogateescape")
+    final, cut = final_path(path)
+    relative = final.lstrip(b"/").decode("utf-8", "surrogateescape")
     when = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    text = json.dumps({"path": relative, "mtime": when}, ensure_ascii=True)
+    fields = {"path": relative, "mtime": when}
+    if cut:
+        fields["truncated"] = True
+    text = json.dumps(fields, ensure_ascii=True)
     if len(text) <= MAX_DESCRIPTION:
         return text
     # Cut characters off the end of the path until the JSON fits.

@@ -255,9 +255,14 @@ class GlacierFS:
         if writer is not None:
             writer.truncate(length)
             return
-        if length != node.size:
-            raise FsError(errno.EPERM, f"{path!r}: archives are immutable; truncating needs "
-                          "the file opened with O_TRUNC")
+        if length == node.size:
+            return
+        if length != 0:
+            raise FsError(errno.EPERM, f"{path!r}: archives are immutable; only truncating to "
+                          "0 bytes (or opening with O_TRUNC and writing) changes a stored file")
+        # `truncate -s 0`: the file is now empty, which lives in the catalog only.
+        self.catalog.set_stored(node.ino, 0, None, None, self.config.part_size, "", [])
+        self._forget(node, path)
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
         handle = self._handle(fh)

@@ -228,6 +228,9 @@ def _serve(options: MountOptions, report: int | None) -> None:
         "subtype": "glacierfs",
         "default_permissions": True,
         "big_writes": True,
+        # O_TRUNC arrives with open(), not as a separate truncate(0) before it: a failed
+        # overwrite must keep the old content.
+        "atomic_o_trunc": True,
         "max_write": 131072,
         **options.fuse_options,
     }

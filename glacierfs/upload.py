@@ -62,6 +62,7 @@ class Part:
     tree_hash: str = ""
     sha256: str = ""
     future: Future | None = None
+    reopened: bool = False  # written again after sealing: sealed once more only at close
 
     def cover(self, start: int, end: int) -> None:
         merged: list[list[int]] = []
@@ -157,7 +158,7 @@ class FileUpload:
             part.size = max(part.size, offset + len(data))
             self.size = max(self.size, index * self.part_size + part.size)
             self.modified_ns = time.time_ns()
-            if part.full(self.part_size):
+            if part.full(self.part_size) and not part.reopened:
                 self._seal(part)
         if part.state == "queued" and part.future is None:
             self._submit(part)
@@ -205,6 +206,7 @@ class FileUpload:
         log.info("%s: rewriting part %d, it will be uploaded again", self.path, part.index)
         self._running = None
         part.state = "staged"
+        part.reopened = True
         part.future = None
         for chunk in part.chunks.values():
             chunk.in_order = False
@@ -240,14 +242,19 @@ class FileUpload:
                 raise FsError(errno.EFBIG, f"{self.path}: {length} bytes is over {MAX_PARTS} "
                               f"parts of {self.part_size} bytes")
             if length < self.size:
-                for index, part in sorted(self.parts.items()):
-                    start = index * self.part_size
-                    if start + part.size <= length:
-                        continue
+                affected = [(i, p) for i, p in sorted(self.parts.items())
+                            if i * self.part_size + p.size > length]
+                for index, part in affected:  # check them all first: a refusal changes nothing
                     if part.state != "staged":
                         raise FsError(errno.ENOTSUP, f"{self.path}: cannot shrink into part "
                                       f"{index}, it is already on its way to the vault")
-                    keep = max(length - start, 0)
+                for index, part in affected:
+                    keep = max(length - index * self.part_size, 0)
+                    if keep == 0 and index * self.part_size >= length:
+                        del self.parts[index]  # wholly beyond the new end
+                        self.cache.discard(part.key)
+                        self.cache.release(self.part_size)
+                        continue
                     os.truncate(self.cache.staging_path(part.key), keep)
                     part.size = keep
                     part.covered = [[a, min(b, keep)] for a, b in part.covered if a < keep]
@@ -268,9 +275,12 @@ class FileUpload:
                 start = index * self.part_size
                 take = min(end, start + self.part_size) - position
                 part = self.parts.get(index)
-                path = self.cache.path(part.key) if part is not None else None
-                data = b""
-                if path is not None:
+                data = b""  # a part never written is a hole: zeros
+                if part is not None:
+                    path = self.cache.path(part.key)
+                    if path is None:
+                        raise FsError(errno.ENODATA, f"{self.path}: part {index} was uploaded "
+                                      "and has left the cache")
                     with open(path, "rb") as src:
                         data = os.pread(src.fileno(), take, position - start)
                 out += data.ljust(take, b"\0")
@@ -363,8 +373,14 @@ class FileUpload:
     def close(self) -> str | None:
         """Upload what is left, complete the archive; its id (None for an empty file)."""
         with self.lock:
-            self._check()
-            self.state = "closing"
+            failed = self.error
+            if failed is None:
+                self._check()
+                self.state = "closing"
+        if failed is not None:  # a worker failed earlier: clean up, report the same error
+            self.abort()
+            raise failed
+        with self.lock:
             # Parts never written at all (holes) exist as zeros; the last part may be short.
             last = (self.size - 1) // self.part_size if self.size else -1
             for index in range(last + 1):
@@ -441,6 +457,7 @@ class FileUpload:
         with self.lock:
             upload_id, self.upload_id = self.upload_id, None
             parts = list(self.parts.values())
+            self.parts = {}  # a second abort finds nothing left to release
             if self.state != "complete":
                 self.state = "failed"
         for part in parts:

@@ -183,6 +183,7 @@ class RssSampler(threading.Thread):
 
 def timed_cp(source: Path, target: Path, size: int, daemon: int, server: int | None) -> dict:
     """cp source target -> seconds, MB/s and cores busy (cp, FUSE daemon, server)."""
+    os.sync()  # start clean: no writeback of earlier files inside the timing
     before = (resource.getrusage(resource.RUSAGE_CHILDREN), cpu_seconds(daemon),
               cpu_seconds(server) if server else 0.0)
     start = time.perf_counter()
@@ -251,6 +252,7 @@ def boto3_upload(tmp: Path, source: Path, size: int) -> dict:
                 vaultName=VAULT, uploadId=upload_id, body=body,
                 range=f"bytes {first}-{first + len(body) - 1}/*")["checksum"]
 
+        os.sync()
         before = (sum(os.times()[:2]), cpu_seconds(server_pid))
         start = time.perf_counter()
         upload_id = client.initiate_multipart_upload(

@@ -314,12 +314,20 @@ def test_refused_shrink_into_a_sealed_part_changes_nothing(rig):
     rig.assert_archive(b"/f", data)
 
 
-def test_truncate_to_the_same_size_of_a_stored_file_is_allowed_other_sizes_not(rig):
+def test_truncate_of_a_stored_file_same_size_or_zero_only(rig):
     rig.store(b"/f", b"abc")
-    rig.fs.truncate(b"/f", 3)
-    with pytest.raises(FsError) as refused:
-        rig.fs.truncate(b"/f", 0)
-    assert refused.value.errno == errno.EPERM
+    rig.fs.truncate(b"/f", 3)  # no change: fine
+    for length in (2, 4):
+        with pytest.raises(FsError) as refused:
+            rig.fs.truncate(b"/f", length)
+        assert refused.value.errno == errno.EPERM
+    rig.assert_archive(b"/f", b"abc")
+    rig.fs.truncate(b"/f", 0)  # `truncate -s 0`: empty, and the archive is deleted
+    node = rig.fs.catalog.resolve(b"/f")
+    assert (node.state, node.size, node.archive_id) == ("stored", 0, None)
+    assert rig.fs.getattr(b"/f")["st_size"] == 0
+    assert rig.inventory() == []
+    assert rig.read_all(b"/f") == b""
 
 
 # ---- limits ---------------------------------------------------------------------------------
@@ -377,11 +385,15 @@ def test_getattr_follows_the_size_while_writing(rig):
     assert rig.fs.getattr(b"/f")["st_size"] == len(data)
     rig.fs.write(fh, b"end", 3 * PART)
     assert rig.fs.getattr(b"/f")["st_size"] == 3 * PART + 3
-    rig.fs.truncate(b"/f", PART + 1, fh)
-    assert rig.fs.getattr(b"/f")["st_size"] == PART + 1
+    rig.fs.truncate(b"/f", 3 * PART + 1, fh)  # shrinks the last part only
+    assert rig.fs.getattr(b"/f")["st_size"] == 3 * PART + 1
+    rig.fs.truncate(b"/f", 3 * PART + 10, fh)
+    assert rig.fs.getattr(b"/f")["st_size"] == 3 * PART + 10
     rig.fs.release(fh)
     st = rig.fs.getattr(b"/f")
-    assert st["st_size"] == PART + 1
-    assert rig.fs.catalog.resolve(b"/f").size == PART + 1
+    assert st["st_size"] == 3 * PART + 10
+    assert rig.fs.catalog.resolve(b"/f").size == 3 * PART + 10
+    expected = data[:5] + b"z" + data[6:] + bytes(3 * PART - len(data)) + b"e" + bytes(9)
+    rig.assert_archive(b"/f", expected)
 
 

@@ -83,15 +83,17 @@ def serve(serve_process):
 
 @pytest.fixture
 def mount(tmp_path: Path, serve):
-    """Factory: mount(vault='photos', part_size='1M', cache_size='16M', *extra) -> Mount."""
+    """Factory: mount(*extra, vault='photos', part_size='1M', cache_size='16M',
+    cache_dir=None) -> Mount. Pass an earlier mount's cache_dir to mount its catalog again."""
     mounts: list[Mount] = []
 
     def start(*extra: str, vault: str = "photos", part_size: str = "1M",
-              cache_size: str = "16M", create: bool = True, threads: int = 4) -> Mount:
+              cache_size: str = "16M", create: bool = True, threads: int = 4,
+              cache_dir: Path | None = None) -> Mount:
         index = len(mounts)
         mountpoint = tmp_path / f"mnt{index}"
         mountpoint.mkdir()
-        cache_dir = tmp_path / f"cache{index}"
+        cache_dir = cache_dir or tmp_path / f"cache{index}"
         env = aws_env(serve.data_dir)
         args = ["mount", vault, str(mountpoint), "--endpoint-url", serve.endpoint_url,
                 "--cache-dir", str(cache_dir), "--part-size", part_size,

@@ -1,0 +1,140 @@
+"""Upload failures: sticky errors, what is left in the vault and the namespace, retries."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from glacierfs.errors import FsError
+
+from .conftest import BLOCK, KiB, OPENER, PART, payload, wait_for
+
+
+def test_failed_part_upload_is_sticky_and_leaves_nothing_behind(make_fs):
+    rig = make_fs(faults="UploadMultipartPart:500:#2+")  # retries off: the 2nd part fails
+    data = payload(6 * PART, 81)
+    fh = rig.fs.create(b"/f", 0o644, 0, 0, pid=OPENER)
+    rig.write_blocks(fh, data[:2 * PART + BLOCK])  # parts 0 and 1 sealed and sent
+    writer = rig.writer(b"/f")
+    wait_for(lambda: writer.error is not None, what="the part upload to fail")
+    assert rig.server.stats()["faults"] == {"UploadMultipartPart:500": 1}
+
+    # a later write reports the failure, and so does every call after it
+    with pytest.raises(FsError) as first:
+        rig.fs.write(fh, data[2 * PART + BLOCK:2 * PART + 2 * BLOCK], 2 * PART + BLOCK)
+    assert first.value.errno == errno.EIO
+    with pytest.raises(FsError) as second:
+        rig.fs.write(fh, b"more", 3 * PART)
+    assert second.value.errno == errno.EIO
+    for _ in range(2):
+        with pytest.raises(FsError) as on_close:
+            rig.fs.flush(fh, pid=OPENER)
+        assert on_close.value.errno == errno.EIO
+    rig.fs.release(fh)  # finishes: the handle is gone
+    with pytest.raises(FsError) as gone:
+        rig.fs.write(fh, b"x", 0)
+    assert gone.value.errno == errno.EBADF
+
+    # a new file that failed is not in the namespace, and nothing is left in the vault
+    assert rig.fs.readdir(b"/") == [b".", b".."]
+    with pytest.raises(FsError) as missing:
+        rig.fs.getattr(b"/f")
+    assert missing.value.errno == errno.ENOENT
+    assert rig.uploads_in_progress() == []
+    assert rig.inventory() == []
+    assert rig.cache.reserved == 0
+
+
+def test_failed_part_upload_found_at_close(make_fs):
+    rig = make_fs(faults="UploadMultipartPart:500:#2+")
+    data = payload(2 * PART + 10, 82)
+    fh = rig.fs.create(b"/f", 0o644, 0, 0, pid=OPENER)
+    rig.write_blocks(fh, data)
+    with pytest.raises(FsError) as on_close:
+        rig.fs.flush(fh, pid=OPENER)
+    assert on_close.value.errno == errno.EIO
+    with pytest.raises(FsError) as again:
+        rig.fs.flush(fh, pid=OPENER)
+    assert again.value.errno == errno.EIO
+    rig.fs.release(fh)
+    assert b"f" not in rig.fs.readdir(b"/")
+    assert rig.uploads_in_progress() == []
+    assert rig.inventory() == []
+    assert rig.cache.reserved == 0
+
+
+def test_failed_small_file_upload(make_fs):
+    rig = make_fs(faults="UploadArchive:500:#1+")
+    fh = rig.fs.create(b"/small", 0o644, 0, 0, pid=OPENER)
+    rig.fs.write(fh, payload(1000, 83), 0)
+    with pytest.raises(FsError) as on_close:
+        rig.fs.flush(fh, pid=OPENER)
+    assert on_close.value.errno == errno.EIO
+    with pytest.raises(FsError) as again:
+        rig.fs.flush(fh, pid=OPENER)
+    assert again.value.errno == errno.EIO
+    with pytest.raises(FsError) as write_after:
+        rig.fs.write(fh, b"x", 0)
+    assert write_after.value.errno == errno.EIO
+    rig.fs.release(fh)
+    assert rig.server.stats()["requests"]["UploadArchive"] == 1
+    assert b"small" not in rig.fs.readdir(b"/")
+    assert rig.inventory() == []
+    assert rig.uploads_in_progress() == []
+    assert rig.cache.reserved == 0
+
+    # the mount goes on: once the vault works again, a new file with the same name is stored
+    rig.server.set_faults("")
+    rig.store(b"/small", b"second try")
+    rig.assert_archive(b"/small", b"second try")
+
+
+def test_failed_release_of_a_never_flushed_file(make_fs):
+    rig = make_fs(faults="UploadArchive:503:#1+")
+    fh = rig.fs.create(b"/f", 0o644, 0, 0, pid=OPENER)
+    rig.fs.write(fh, b"data", 0)
+    with pytest.raises(FsError) as on_release:
+        rig.fs.release(fh)
+    assert on_release.value.errno == errno.EIO
+    assert b"f" not in rig.fs.readdir(b"/")
+    assert rig.inventory() == []
+    assert rig.cache.reserved == 0
+
+
+def test_failed_replacement_keeps_the_old_content(make_fs):
+    import os
+
+    rig = make_fs()
+    rig.store(b"/f", b"old content")
+    old = rig.fs.catalog.resolve(b"/f")
+    rig.server.set_faults("UploadArchive:500:#1+")
+    fh = rig.fs.open(b"/f", os.O_WRONLY | os.O_TRUNC, pid=OPENER)
+    rig.fs.write(fh, b"new content", 0)
+    with pytest.raises(FsError) as on_close:
+        rig.fs.flush(fh, pid=OPENER)
+    assert on_close.value.errno == errno.EIO
+    rig.fs.release(fh)
+    assert rig.fs.readdir(b"/") == [b".", b"..", b"f"]
+    node = rig.fs.catalog.resolve(b"/f")
+    assert (node.archive_id, node.size, node.tree_hash) == (old.archive_id, 11, old.tree_hash)
+    rig.server.set_faults("")
+    rig.assert_archive(b"/f", b"old content")
+    assert rig.read_all(b"/f") == b"old content"
+
+
+def test_transient_faults_are_retried(make_fs):
+    rig = make_fs(retries=True, faults=(
+        "UploadArchive:503:#1,InitiateMultipartUpload:throttle:#1,UploadMultipartPart:500:#2,"
+        "UploadMultipartPart:drop:#4,CompleteMultipartUpload:503:#1"))
+    small = payload(300 * KiB, 84)
+    large = payload(3 * PART + 5, 85)
+    rig.store(b"/small", small)
+    rig.store(b"/large", large)
+    rig.assert_archive(b"/small", small)
+    rig.assert_archive(b"/large", large)
+    assert rig.server.stats()["faults"] == {
+        "UploadArchive:503": 1, "InitiateMultipartUpload:throttle": 1,
+        "UploadMultipartPart:500": 1, "UploadMultipartPart:drop": 1,
+        "CompleteMultipartUpload:503": 1}
+    assert rig.uploads_in_progress() == []

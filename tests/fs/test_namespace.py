@@ -1,0 +1,96 @@
+"""Directories, names and errors of the namespace; statfs."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+
+from glacierfs.errors import FsError
+
+from .conftest import OPENER
+
+
+def errno_of(call, *args, **kwargs) -> int:
+    with pytest.raises(FsError) as refused:
+        call(*args, **kwargs)
+    return refused.value.errno
+
+
+def test_mkdir_and_readdir(rig):
+    fs = rig.fs
+    assert fs.readdir(b"/") == [b".", b".."]
+    assert fs.getattr(b"/")["st_nlink"] == 2
+    fs.mkdir(b"/d", 0o750, 12, 34)
+    fs.mkdir(b"/d/e", 0o755, 0, 0)
+    fs.release(fs.create(b"/d/f", 0o644, 0, 0, pid=OPENER))
+    assert fs.readdir(b"/") == [b".", b"..", b"d"]
+    assert fs.readdir(b"/d") == [b".", b"..", b"e", b"f"]
+    assert fs.readdir(b"/d/e") == [b".", b"..",]
+    st = fs.getattr(b"/d")
+    assert stat.S_ISDIR(st["st_mode"]) and stat.S_IMODE(st["st_mode"]) == 0o750
+    assert (st["st_uid"], st["st_gid"]) == (12, 34)
+    assert st["st_nlink"] == 3  # ., .. of e
+    assert fs.getattr(b"/")["st_nlink"] == 3
+    assert stat.S_ISREG(fs.getattr(b"/d/f")["st_mode"])
+    assert fs.getattr(b"/d/f")["st_nlink"] == 1
+    assert fs.getattr(b"/d/")["st_ino"] == fs.getattr(b"/d")["st_ino"]
+
+
+def test_names_are_bytes(rig):
+    name = "é 🧊 \n".encode() + b"\xff"
+    rig.store(b"/" + name, b"x")
+    assert rig.fs.readdir(b"/") == [b".", b"..", name]
+    assert rig.fs.getattr(b"/" + name)["st_size"] == 1
+
+
+def test_namespace_errors(rig):
+    fs = rig.fs
+    fs.mkdir(b"/d", 0o755, 0, 0)
+    fs.release(fs.create(b"/d/f", 0o644, 0, 0, pid=OPENER))
+
+    assert errno_of(fs.mkdir, b"/d", 0o755, 0, 0) == errno.EEXIST
+    assert errno_of(fs.mkdir, b"/d/f", 0o755, 0, 0) == errno.EEXIST
+    assert errno_of(fs.create, b"/d/f", 0o644, 0, 0, pid=OPENER) == errno.EEXIST
+    assert errno_of(fs.create, b"/d", 0o644, 0, 0, pid=OPENER) == errno.EEXIST
+
+    assert errno_of(fs.getattr, b"/nope") == errno.ENOENT
+    assert errno_of(fs.readdir, b"/nope") == errno.ENOENT
+    assert errno_of(fs.mkdir, b"/nope/x", 0o755, 0, 0) == errno.ENOENT
+    assert errno_of(fs.create, b"/nope/x", 0o644, 0, 0, pid=OPENER) == errno.ENOENT
+    assert errno_of(fs.open, b"/nope", os.O_RDONLY, pid=OPENER) == errno.ENOENT
+    assert errno_of(fs.truncate, b"/nope", 0) == errno.ENOENT
+
+    assert errno_of(fs.getattr, b"/d/f/x") == errno.ENOTDIR
+    assert errno_of(fs.readdir, b"/d/f") == errno.ENOTDIR
+    assert errno_of(fs.mkdir, b"/d/f/x", 0o755, 0, 0) == errno.ENOTDIR
+    assert errno_of(fs.create, b"/d/f/x", 0o644, 0, 0, pid=OPENER) == errno.ENOTDIR
+
+    assert errno_of(fs.open, b"/d", os.O_RDONLY, pid=OPENER) == errno.EISDIR
+    assert errno_of(fs.truncate, b"/d", 0) == errno.EISDIR
+
+    long = b"n" * 256
+    assert errno_of(fs.mkdir, b"/" + long, 0o755, 0, 0) == errno.ENAMETOOLONG
+    assert errno_of(fs.create, b"/d/" + long, 0o644, 0, 0, pid=OPENER) == errno.ENAMETOOLONG
+    assert errno_of(fs.getattr, b"/" + long) == errno.ENAMETOOLONG
+    fs.mkdir(b"/" + b"n" * 255, 0o755, 0, 0)  # 255 is fine
+    assert b"n" * 255 in fs.readdir(b"/")
+    assert fs.readdir(b"/d") == [b".", b"..", b"f"]  # nothing half-made by the refusals
+
+
+def test_statfs(rig):
+    st = rig.fs.statfs()
+    assert set(st) == {"f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
+                       "f_ffree", "f_favail", "f_namemax"}
+    assert st["f_namemax"] == 255
+    assert st["f_bsize"] > 0 and st["f_frsize"] > 0
+    assert st["f_bfree"] == st["f_bavail"] == st["f_blocks"]
+    assert st["f_files"] - st["f_ffree"] == 1  # the root
+    rig.fs.mkdir(b"/d", 0o755, 0, 0)
+    rig.store(b"/d/f", b"x" * 10_000)
+    after = rig.fs.statfs()
+    assert after["f_files"] - after["f_ffree"] == 3
+    assert after["f_blocks"] - after["f_bfree"] == -(-10_000 // after["f_frsize"])
+    assert after["f_bavail"] == after["f_bfree"]

@@ -1,0 +1,173 @@
+"""`glacierfs mount` / `umount` from the command line: every refusal is one line and a non-zero
+exit with nothing mounted; --local mounts keep their catalog across mounts."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket
+import subprocess
+
+import pytest
+
+from glacierfs.mount import is_mounted, pid_file
+from tests.mount.conftest import aws_env, force_unmount, run_glacierfs
+from tests.mount.mount_helpers import PART, fuse_mounts, mount_count, pattern
+
+
+def mounts_under(directory) -> list[str]:
+    top = os.path.realpath(directory) + "/"
+    return [point for point in fuse_mounts() if point.startswith(top)]
+
+
+def assert_refused(result: subprocess.CompletedProcess, *words: str) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("glacierfs:"), lines[0]
+    for word in words:
+        assert word.lower() in lines[0].lower(), (word, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def attempt(tmp_path, serve):
+    """attempt(*args, vault=..., mountpoint=..., env=...) runs `glacierfs mount` expecting a
+    refusal; whatever it mounts by mistake is unmounted (and its daemon killed) afterwards."""
+    tried = []
+
+    def run(*extra: str, vault: str = "photos", mountpoint=None, env=None,
+            endpoint: str | None = None):
+        if mountpoint is None:
+            mountpoint = tmp_path / "mnt"
+            mountpoint.mkdir(exist_ok=True)
+        tried.append(mountpoint)
+        result = run_glacierfs(
+            "mount", vault, str(mountpoint), "--endpoint-url", endpoint or serve.endpoint_url,
+            "--cache-dir", str(tmp_path / "cache"), *extra,
+            env=env or aws_env(serve.data_dir), timeout=120)
+        assert mounts_under(tmp_path) == []  # nothing mounted (other tests may mount elsewhere)
+        return result
+
+    yield run
+    for mountpoint in tried:
+        if mountpoint.is_dir() and is_mounted(mountpoint) and mount_count(mountpoint) > 0:
+            pid_path = pid_file(mountpoint)
+            pid = int(pid_path.read_text()) if pid_path.exists() else None
+            force_unmount(mountpoint, pid)
+
+
+def test_missing_vault_without_create(attempt):
+    assert_refused(attempt(vault="nosuch"), "nosuch", "--create-vault")
+
+
+def test_unreachable_endpoint(attempt):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    line = assert_refused(attempt("--create-vault", endpoint=f"http://127.0.0.1:{port}"))
+    assert f"127.0.0.1:{port}" in line
+
+
+def test_refused_credentials(attempt, serve, tmp_path):
+    creds = configparser.ConfigParser()
+    creds.read(serve.data_dir / "credentials")
+    creds["default"]["aws_secret_access_key"] = "wrong" + creds["default"][
+        "aws_secret_access_key"][5:]
+    path = tmp_path / "wrong-credentials"
+    with open(path, "w") as out:
+        creds.write(out)
+    env = aws_env(serve.data_dir)
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(path)
+    assert_refused(attempt("--create-vault", env=env), "photos")
+
+
+def test_mountpoint_missing(attempt, tmp_path):
+    missing = tmp_path / "does-not-exist"
+    assert_refused(attempt("--create-vault", mountpoint=missing), "does not exist")
+    assert not missing.exists()
+
+
+def test_mountpoint_is_a_file(attempt, tmp_path):
+    path = tmp_path / "a-file"
+    path.write_text("not a directory")
+    assert_refused(attempt("--create-vault", mountpoint=path), "not a directory")
+    assert path.read_text() == "not a directory"
+
+
+def test_mountpoint_already_mounted(mount, serve, tmp_path):
+    m = mount()
+    (m.path / "kept").write_bytes(b"still here")
+    before = mounts_under(tmp_path)
+    result = run_glacierfs("mount", "photos", str(m.path), "--endpoint-url",
+                           serve.endpoint_url, "--cache-dir", str(tmp_path / "other-cache"),
+                           "--create-vault", env=aws_env(serve.data_dir))
+    assert_refused(result, "already")
+    assert mounts_under(tmp_path) == before == [os.path.realpath(m.path)]
+    assert mount_count(m.path) == 1
+    assert (m.path / "kept").read_bytes() == b"still here"  # the first mount still serves
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--part-size", "3M"), ["--part-size"]),
+    (("--part-size", "1M", "--cache-size", "1M"), ["--cache-size", "two parts"]),
+    (("--cache-size", "abc"), ["--cache-size", "abc"]),
+    (("--cache-size", "3M", "--part-size", "2M"), ["--cache-size"]),
+])
+def test_bad_sizes(attempt, args, words):
+    assert_refused(attempt("--create-vault", *args), *words)
+
+
+def test_umount_of_a_path_not_mounted(tmp_path, serve):
+    path = tmp_path / "plain-dir"
+    path.mkdir()
+    result = run_glacierfs("umount", str(path), env=aws_env(serve.data_dir))
+    assert_refused(result, "not mounted")
+
+
+def test_local_mount_keeps_its_catalog(tmp_path):
+    local = tmp_path / "local-data"
+    cache = tmp_path / "local-cache"
+    mountpoint = tmp_path / "local-mnt"
+    mountpoint.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    data = pattern(PART + 4321, 77)
+    small = b"small file\n"
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    args = ["mount", "localvault", str(mountpoint), "--local", str(local), "--cache-dir",
+            str(cache), "--part-size", "1M", "--cache-size", "16M"]
+
+    def mounted_session(body):
+        pid = None
+        try:
+            run_glacierfs(*args, env=env, check=True)
+            assert is_mounted(mountpoint)
+            pid_path = pid_file(mountpoint)
+            pid = int(pid_path.read_text()) if pid_path.exists() else None
+            body()
+            result = run_glacierfs("umount", str(mountpoint), env=env)
+            assert result.returncode == 0, result.stderr
+            assert not is_mounted(mountpoint)
+        finally:
+            force_unmount(mountpoint, pid)
+
+    def first():
+        subprocess.run(["cp", str(source), str(mountpoint / "big.bin")], check=True)
+        (mountpoint / "dir").mkdir()
+        (mountpoint / "dir" / "small.txt").write_bytes(small)
+        assert (mountpoint / "big.bin").read_bytes() == data
+
+    def second():
+        assert sorted(os.listdir(mountpoint)) == ["big.bin", "dir"]
+        assert (mountpoint / "big.bin").stat().st_size == len(data)
+        assert (mountpoint / "dir" / "small.txt").stat().st_size == len(small)
+        assert (mountpoint / "big.bin").read_bytes() == data  # still in the cache
+
+    mounted_session(first)
+    assert local.is_dir() and any(local.iterdir())
+    assert (cache / "catalog.sqlite3").exists()
+    mounted_session(second)
+    assert not is_mounted(mountpoint)
