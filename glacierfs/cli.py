@@ -18,6 +18,14 @@ from . import __version__
 from .errors import UserError
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
+# Libraries whose debug output is noise in our log: fusepy logs every errno we return with a
+# traceback, botocore dumps every request. Our own records say what failed, in one line.
+QUIET_LIBRARIES = ("fuse", "botocore", "boto3", "urllib3", "s3transfer")
+
+
+def _quiet_libraries() -> None:
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def _setup_logging(level: str) -> None:
@@ -26,6 +34,7 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    _quiet_libraries()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,6 +150,7 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
             level=getattr(logging, log_level.upper()), filename=str(log_file),
             format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
         )
+        _quiet_libraries()
     run(options)
 
 

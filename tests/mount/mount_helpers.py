@@ -108,3 +108,15 @@ def assert_cp_works(m, tmp_path, name: str, size: int) -> None:
     assert os.stat(m.path / name).st_size == size
     assert_archive(m.glacier, m.vault, name, data)
     assert open_uploads(m.glacier, m.vault) == []
+
+
+def tracebacks(log: str) -> list[str]:
+    """The log record that each traceback in `log` belongs to (empty: no traceback)."""
+    lines = log.splitlines()
+    found = []
+    for index, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            owner = next((lines[i] for i in range(index - 1, -1, -1)
+                          if TIMESTAMPED.match(lines[i])), "?")
+            found.append(owner[:200])
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import sys
 
 import pytest
 
@@ -73,7 +74,8 @@ def test_pwrite_shuffled_blocks_in_one_open(mount):
 
 def test_dd_second_half_then_first_half_through_one_open(mount, tmp_path):
     """One shell opens the file once (fd 3); two dd's write through it, the second half
-    first; the shell's close completes the archive."""
+    first; the shell's close completes the archive. dd's seek= on stdout is relative to the
+    shared offset, so the offset is put back to 0 between the two."""
     m = mount()
     size = 4 * PART + 999
     data = pattern(size, 3)
@@ -83,11 +85,12 @@ def test_dd_second_half_then_first_half_through_one_open(mount, tmp_path):
     script = (
         f'exec 3>"$1"\n'
         f'dd if="$2" bs=1M skip={half} seek={half} conv=notrunc status=none >&3 || exit 11\n'
-        f'dd if="$2" bs=1M count={half} conv=notrunc status=none >&3 || exit 12\n'
-        f'exec 3>&- || exit 13\n'
+        f'"$3" -c "import os; os.lseek(3, 0, os.SEEK_SET)" || exit 12\n'
+        f'dd if="$2" bs=1M count={half} conv=notrunc status=none >&3 || exit 13\n'
+        f'exec 3>&- || exit 14\n'
     )
     result = subprocess.run(["bash", "-c", script, "bash", str(m.path / "halves.bin"),
-                             str(source)], capture_output=True, text=True)
+                             str(source), sys.executable], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (m.path / "halves.bin").stat().st_size == size
     assert_archive(m.glacier, m.vault, "halves.bin", data)

@@ -1,4 +1,4 @@
-"""`cp -r` of a directory tree, then the tree as the vault, `ls -lR`, os.walk, stat and df see it."""
+"""`cp -r` of a directory tree; the vault, `ls -lR`, os.walk, stat and df all see it."""
 
 from __future__ import annotations
 
