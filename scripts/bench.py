@@ -5,8 +5,8 @@
 The machine is small (2 cores) and shared, so absolute figures drift between runs: every goal
 is a ratio of two measurements taken in this one run. MB/s = 10^6 bytes per second.
 
-1. Throughput. A source file of --size-gib random bytes (os.urandom, written before any timing,
-   so every reader finds it in the page cache) is copied three ways:
+1. Throughput. A source file of --size-gib random bytes (os.urandom, written before any timing)
+   is copied three ways:
    - `cp` into a fresh glacierfs mount (64 MiB parts, 2 GiB cache, 4 upload threads) backed by
      a fresh `glacierfs serve` process. Timed from cp's start until it exits: close(2) returns
      once the archive is complete, so the time covers the whole upload.
@@ -17,8 +17,12 @@ is a ratio of two measurements taken in this one run. MB/s = 10^6 bytes per seco
    - `cp` into a minimal fusepy passthrough filesystem (below) that only writes to local disk,
      with the same FUSE settings glacierfs uses (multi-threaded, big_writes, max_write=128 KiB).
      This is the ceiling of a Python FUSE filesystem here. Goal: glacierfs >= 0.8 x this.
-   CPU columns: cores busy while timed (CPU seconds / wall seconds) of the client (cp, or this
-   process for boto3), the FUSE daemon and the server. Two cores = 2.0 in all.
+   "finish": the seconds after the data was all sent: for cp, from the moment the file in the
+   mount has its full size (polled every 50 ms) until cp exits, i.e. close(2); for boto3, the
+   CompleteMultipartUpload call. CPU columns: cores busy while timed (CPU seconds / wall
+   seconds) of the client (cp, or this process for boto3), the FUSE daemon and the server.
+   Two cores = 2.0 in all. Before each timing the source is read once more and os.sync() runs,
+   so every reader finds it in the page cache and no earlier writeback lands in the timing.
 2. Memory. For each --rss-sizes file (its own source file, a fresh server and a FRESH MOUNT per
    size, so VmHWM is that copy's peak), VmRSS of the mount daemon is sampled every 50 ms during
    the cp, and VmHWM is read after it. Goal: <= 200 MiB and flat (the largest size's peak about
@@ -115,6 +119,16 @@ def make_source(path: Path, size: int) -> Path:
     return path
 
 
+def warm(source: Path) -> None:
+    """Read the source (this VM pages out memory left idle for a minute, so an early file
+    could be partly on disk again), then write back every dirty page, so that no writeback of
+    earlier files lands inside the timing."""
+    with open(source, "rb") as src:
+        while src.read(PART):
+            pass
+    os.sync()
+
+
 @contextmanager
 def serve(data_dir: Path):
     """A fresh `glacierfs serve` process -> (url, pid, keys); stopped and its data deleted."""
@@ -159,38 +173,48 @@ def unmount(mountpoint: Path, pid: int | None, graceful: list[str]) -> None:
                 pass
 
 
-class RssSampler(threading.Thread):
-    """Peak VmRSS of `pid`, sampled every 50 ms until stop()."""
+class Sampler(threading.Thread):
+    """Every 50 ms until stop(): VmRSS of `pid` (peak kept), and the first time `watch` (a file
+    in a mount being written) reaches `size` bytes, i.e. when cp's writes were all done."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, watch: Path, size: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peak, self.done = pid, 0, threading.Event()
+        self.pid, self.watch, self.size = pid, watch, size
+        self.peak, self.written_at, self.done = 0, None, threading.Event()
 
     def run(self) -> None:
-        while True:
+        while not self.done.wait(0.05):
             try:
                 self.peak = max(self.peak, proc_field(self.pid, "VmRSS"))
-            except (OSError, KeyError):
-                return
-            if self.done.wait(0.05):
-                return
+                if self.written_at is None and os.stat(self.watch).st_size >= self.size:
+                    self.written_at = time.perf_counter()
+            except FileNotFoundError:
+                pass  # cp has not created the file yet
 
-    def stop(self) -> int:
+    def stop(self) -> None:
         self.done.set()
         self.join()
-        return self.peak
 
 
 def timed_cp(source: Path, target: Path, size: int, daemon: int, server: int | None) -> dict:
-    """cp source target -> seconds, MB/s and cores busy (cp, FUSE daemon, server)."""
-    os.sync()  # start clean: no writeback of earlier files inside the timing
+    """cp source target -> seconds, MB/s, cores busy (cp, FUSE daemon, server), the seconds
+    after the last write (close: the archive completing) and the daemon's peak VmRSS."""
+    warm(source)
     before = (resource.getrusage(resource.RUSAGE_CHILDREN), cpu_seconds(daemon),
               cpu_seconds(server) if server else 0.0)
+    sampler = Sampler(daemon, target, size)
+    sampler.start()
     start = time.perf_counter()
-    subprocess.run(["cp", str(source), str(target)], check=True, timeout=60 + size / (5 * MiB))
-    seconds = time.perf_counter() - start
+    try:
+        subprocess.run(["cp", str(source), str(target)], check=True,
+                       timeout=60 + size / (5 * MiB))
+    finally:
+        end = time.perf_counter()
+        sampler.stop()
+    seconds = end - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return dict(seconds=seconds, mbps=size / seconds / 1e6,
+                finish=end - (sampler.written_at or end), rss_peak=sampler.peak,
                 client=(after.ru_utime + after.ru_stime - before[0].ru_utime
                         - before[0].ru_stime) / seconds,
                 daemon=(cpu_seconds(daemon) - before[1]) / seconds,
@@ -214,12 +238,7 @@ def glacierfs_cp(tmp: Path, name: str, source: Path, size: int) -> dict:
             pid = int(pid_file(mnt).read_text())
             io_before = proc_field(pid, "write_bytes", "io")
             result = dict(rss_before=proc_field(pid, "VmRSS"))
-            sampler = RssSampler(pid)
-            sampler.start()
-            try:
-                result.update(timed_cp(source, mnt / "file.bin", size, pid, server_pid))
-            finally:
-                result["rss_peak"] = sampler.stop()
+            result.update(timed_cp(source, mnt / "file.bin", size, pid, server_pid))
             result.update(hwm=proc_field(pid, "VmHWM"),
                           written=proc_field(pid, "write_bytes", "io") - io_before,
                           cancelled=proc_field(pid, "cancelled_write_bytes", "io"))
@@ -252,18 +271,20 @@ def boto3_upload(tmp: Path, source: Path, size: int) -> dict:
                 vaultName=VAULT, uploadId=upload_id, body=body,
                 range=f"bytes {first}-{first + len(body) - 1}/*")["checksum"]
 
-        os.sync()
+        warm(source)
         before = (sum(os.times()[:2]), cpu_seconds(server_pid))
         start = time.perf_counter()
         upload_id = client.initiate_multipart_upload(
             vaultName=VAULT, partSize=str(PART))["uploadId"]
         with ThreadPoolExecutor(THREADS) as pool:
             checksums = list(pool.map(send, range(-(-size // PART))))
+        parts_done = time.perf_counter()
         client.complete_multipart_upload(vaultName=VAULT, uploadId=upload_id,
                                          archiveSize=str(size), checksum=combine_hex(checksums))
-        seconds = time.perf_counter() - start
+        end = time.perf_counter()
+        seconds = end - start
         client.close()
-        return dict(seconds=seconds, mbps=size / seconds / 1e6,
+        return dict(seconds=seconds, mbps=size / seconds / 1e6, finish=end - parts_done,
                     client=(sum(os.times()[:2]) - before[0]) / seconds, daemon=None,
                     server=(cpu_seconds(server_pid) - before[1]) / seconds)
 
@@ -336,10 +357,11 @@ def main() -> None:
         return "-" if value is None else f"{value:.2f}"
 
     print(f"\n1. Throughput, one {size / MiB:.0f} MiB file (cores busy: CPU s / wall s)")
-    print(f"{'':<24} {'seconds':>8} {'MB/s':>7} {'client':>7} {'FUSE':>7} {'server':>7}")
+    print(f"{'':<24} {'seconds':>8} {'of which':>8} {'MB/s':>7} {'client':>7} {'FUSE':>7} "
+          f"{'server':>7}\n{'':<24} {'':>8} {'finish':>8}")
     for label, row in rows.items():
-        print(f"{label:<24} {row['seconds']:>8.2f} {row['mbps']:>7.1f} {cores(row['client']):>7}"
-              f" {cores(row['daemon']):>7} {cores(row['server']):>7}")
+        print(f"{label:<24} {row['seconds']:>8.2f} {row['finish']:>8.2f} {row['mbps']:>7.1f} "
+              f"{cores(row['client']):>7} {cores(row['daemon']):>7} {cores(row['server']):>7}")
     ours = rows["glacierfs cp"]["mbps"]
     vs_boto3 = ours / rows["boto3 multipart upload"]["mbps"]
     vs_fuse = ours / rows["passthrough FUSE cp"]["mbps"]

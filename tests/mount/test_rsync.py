@@ -36,8 +36,10 @@ def make_tree(root):
     return root
 
 
-def lstat_view(root):
-    """What rsync -a preserves, per relative path."""
+def lstat_view(root, directory_times: bool = False):
+    """What rsync -a preserves, per relative path. Directory mtimes are left out unless asked
+    for: rsync and tar set them with atime UTIME_OMIT, which libfuse 2 drops
+    (docs/SEMANTICS.md), so through this mount they depend on timing."""
     view = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -48,7 +50,7 @@ def lstat_view(root):
                 entry["target"] = os.readlink(path)
             elif stat.S_ISREG(st.st_mode):
                 entry.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
-            elif stat.S_ISDIR(st.st_mode):
+            elif stat.S_ISDIR(st.st_mode) and directory_times:
                 entry["mtime_ns"] = st.st_mtime_ns
             view[os.path.relpath(path, root)] = entry
     return view
