@@ -336,7 +336,8 @@ def main() -> None:
             sys.exit(f"error: {tmp} has {free / GiB:.1f} GiB free; this run needs "
                      f"{need / GiB:.1f} GiB")
         print(f"temporary directory {tmp} ({free / GiB:.0f} GiB free); part size "
-              f"{PART // MiB} MiB, {THREADS} upload threads, cache {CACHE // GiB} GiB", flush=True)
+              f"{PART // MiB} MiB, {THREADS} upload threads, cache {CACHE // GiB} GiB; "
+              f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
 
         source = make_source(tmp / "source.bin", size)
         try:
@@ -347,9 +348,9 @@ def main() -> None:
             source.unlink()
         rss = {}
         for n in rss_sizes:
-            source = make_source(tmp / f"source-{n}.bin", n)
+            source = make_source(tmp / f"source-{n // MiB}M.bin", n)
             try:
-                rss[n] = glacierfs_cp(tmp, f"rss-{n}", source, n)
+                rss[n] = glacierfs_cp(tmp, f"rss-{n // MiB}M", source, n)
             finally:
                 source.unlink()
 
@@ -379,6 +380,8 @@ def main() -> None:
           f"{verdict(max(peaks) <= 200 * MiB)}; {rss_sizes[-1] // MiB} MiB peak / "
           f"{rss_sizes[0] // MiB} MiB peak = {growth:.2f}: {'flat' if growth <= 1.25 else 'GROWS'}")
 
+    print(f"(load average at the end: {os.getloadavg()[0]:.2f}; other work on the machine "
+          "skews single runs)")
     main_row = rows["glacierfs cp"]
     ratio = main_row["written"] / size
     print(f"\n3. Cache disk writes of the mount daemon during the {size / MiB:.0f} MiB copy")
@@ -388,4 +391,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted (mounts, servers and temporary files were cleaned up)")
