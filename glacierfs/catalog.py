@@ -219,8 +219,8 @@ class Catalog:
     def set_attributes(self, ino: int, mode: int | None = None, uid: int | None = None,
                        gid: int | None = None, mtime_ns: int | None = None) -> None:
         """chmod / chown / utimens: metadata only, never a re-upload."""
-        node = self.inode(ino)
         with self.db.transaction() as conn:
+            node = self.inode(ino)  # read inside the transaction: no lost update
             conn.execute(
                 "UPDATE inodes SET mode = ?, uid = ?, gid = ?, mtime_ns = ?, ctime_ns = ? "
                 "WHERE ino = ?",
@@ -237,25 +237,26 @@ class Catalog:
     def unlink(self, parent: int, name: bytes) -> Inode:
         """Remove a non-directory entry and its inode; returns what was removed."""
         with self.db.transaction() as conn:
-            ino = self.lookup(parent, name)
-            if ino is None:
-                raise FsError(errno.ENOENT, f"{name!r} does not exist")
-            node = self.inode(ino)
+            node = self._existing(parent, name)
             if node.is_dir:
                 raise FsError(errno.EISDIR, f"{name!r} is a directory")
-            self._drop(conn, parent, name, ino)
+            self._drop(conn, parent, name, node.ino)
         return node
 
     def rmdir(self, parent: int, name: bytes) -> None:
         with self.db.transaction() as conn:
-            ino = self.lookup(parent, name)
-            if ino is None:
-                raise FsError(errno.ENOENT, f"{name!r} does not exist")
-            if not self.inode(ino).is_dir:
+            node = self._existing(parent, name)
+            if not node.is_dir:
                 raise FsError(errno.ENOTDIR, f"{name!r} is not a directory")
-            if self.children(ino):
+            if self.children(node.ino):
                 raise FsError(errno.ENOTEMPTY, f"{name!r} is not empty")
-            self._drop(conn, parent, name, ino)
+            self._drop(conn, parent, name, node.ino)
+
+    def _existing(self, parent: int, name: bytes) -> Inode:
+        ino = self.lookup(parent, name)
+        if ino is None:
+            raise FsError(errno.ENOENT, f"{name!r} does not exist")
+        return self.inode(ino)
 
     def _drop(self, conn, parent: int, name: bytes, ino: int) -> None:
         now = time.time_ns()
@@ -270,10 +271,8 @@ class Catalog:
         """Move an entry (a catalog change only); returns the inode it replaced, if any."""
         _check_name(new_name)
         with self.db.transaction() as conn:
-            ino = self.lookup(old_parent, old_name)
-            if ino is None:
-                raise FsError(errno.ENOENT, f"{old_name!r} does not exist")
-            moving = self.inode(ino)
+            moving = self._existing(old_parent, old_name)
+            ino = moving.ino
             if moving.is_dir:
                 ancestor = new_parent
                 while ancestor != ROOT_INO:  # a directory cannot move into itself
