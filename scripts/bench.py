@@ -1,37 +1,38 @@
 """How does `cp` into a glacierfs mount compare with what the same bytes cost without it?
 
-    .venv/bin/python scripts/bench.py [--size-gib 2] [--rss-sizes 1,4] [--quick]
+    .venv/bin/python scripts/bench.py [--size-gib 2] [--rss-sizes 1,4] [--rounds 2] [--quick]
+                                      [--no-prewarm]
 
 The machine is small (2 cores) and shared, so absolute figures drift between runs: every goal
 is a ratio of two measurements taken in this one run. MB/s = 10^6 bytes per second.
 
 1. Throughput. A source file of --size-gib random bytes (os.urandom, written before any timing)
-   is copied three ways:
-   - `cp` into a fresh glacierfs mount (64 MiB parts, 2 GiB cache, 4 upload threads) backed by
-     a fresh `glacierfs serve` process. Timed from cp's start until it exits: close(2) returns
+   is copied three ways, each into a fresh target, --rounds times (the order reversed every
+   other round, so no way always goes first); the table shows each way's best round:
+   - `cp` into a fresh glacierfs mount (64 MiB parts, 2 GiB cache, 4 upload threads) on a
+     fresh `glacierfs serve` process. Timed from cp's start until it exits: close(2) returns
      once the archive is complete, so the time covers the whole upload.
    - boto3 alone, as a normal client would do it, to a fresh `glacierfs serve`: initiate, 64 MiB
      parts read from the file on 4 threads, botocore computing both hashes itself, complete
      with the tree hash combined from the part checksums. Timed from initiate to complete.
      Goal: glacierfs cp MB/s >= 0.9 x this.
    - `cp` into a minimal fusepy passthrough filesystem (below) that only writes to local disk,
-     with the same FUSE settings glacierfs uses (multi-threaded, big_writes, max_write=128 KiB).
-     This is the ceiling of a Python FUSE filesystem here. Goal: glacierfs >= 0.8 x this.
-   "finish": the seconds after the data was all sent: for cp, from the moment the file in the
-   mount has its full size (polled every 50 ms) until cp exits, i.e. close(2); for boto3, the
-   CompleteMultipartUpload call. CPU columns: cores busy while timed (CPU seconds / wall
-   seconds) of the client (cp, or this process for boto3), the FUSE daemon and the server.
-   Two cores = 2.0 in all. Before each timing the source is read once more and os.sync() runs,
-   so every reader finds it in the page cache and no earlier writeback lands in the timing.
+     with the FUSE settings glacierfs uses (multi-threaded, big_writes, max_write=128 KiB): what
+     a Python FUSE filesystem can take in here. Goal: glacierfs >= 0.8 x this.
+   "finish": the seconds after the data was all handed over: for cp, from the moment the file
+   in the mount has its full size (polled every 50 ms) until cp exits, i.e. close(2); for
+   boto3, the CompleteMultipartUpload call. CPU columns: cores busy while timed (CPU seconds /
+   wall seconds) of the client (cp, or this process for boto3), the FUSE daemon and the server
+   (two cores = 2.0 in all). Before each timing, warm() puts the machine in the same state.
 2. Memory. For each --rss-sizes file (its own source file, a fresh server and a FRESH MOUNT per
    size, so VmHWM is that copy's peak), VmRSS of the mount daemon is sampled every 50 ms during
    the cp, and VmHWM is read after it. Goal: <= 200 MiB and flat (the largest size's peak about
    the smallest's: their ratio <= 1.25 is reported as flat).
-3. Disk writes. /proc/PID/io write_bytes of the mount daemon before and after the copy of
-   part 1, per byte copied. The daemon writes the part files (and its SQLite files); the server
-   is another process (we mount with --endpoint-url), so its writes are not counted. Linux
-   counts write_bytes when a page is dirtied, so a part written once counts once even if it is
-   never written back. Goal: <= 1.1.
+3. Disk writes. /proc/PID/io write_bytes of the mount daemon before and after each copy of
+   part 1, per byte copied (the worst round). The daemon writes the part files (and SQLite);
+   the server is another process (we mount with --endpoint-url), so its writes do not count.
+   Linux counts write_bytes when a page is dirtied, so a part written once counts once even if
+   it is deleted before writeback (cancelled_write_bytes). Goal: <= 1.1.
 
 Everything runs on 127.0.0.1 inside one temporary directory on local disk. Source files and
 server data are deleted after each measurement. Mounts, servers and the passthrough process
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import mmap
 import os
 import resource
 import shutil
@@ -66,6 +68,7 @@ MiB, GiB = 1 << 20, 1 << 30
 PART, THREADS, CACHE = 64 * MiB, 4, 2 * GiB
 VAULT = "bench"
 GLACIERFS = [sys.executable, "-m", "glacierfs"]
+PREWARM = True  # --no-prewarm turns it off
 
 # argv: BACKING_DIR MOUNTPOINT. Every operation cp needs, straight to the backing directory.
 PASSTHROUGH_FS = r"""
@@ -94,22 +97,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def proc_field(pid: int, name: str, file: str = "status") -> int:
-    """A field of /proc/PID/status (kB values returned in bytes) or /proc/PID/io."""
-    for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+def proc_field(path: str, name: str) -> int:
+    """A field of a /proc file like /proc/PID/status or /proc/PID/io (kB values in bytes)."""
+    for line in Path(path).read_text().splitlines():
         key, _, value = line.partition(":")
         if key == name:
             number, *unit = value.split()
             return int(number) * (1024 if unit == ["kB"] else 1)
     raise KeyError(name)
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def make_source(path: Path, size: int) -> Path:
@@ -120,12 +115,25 @@ def make_source(path: Path, size: int) -> Path:
 
 
 def warm(source: Path) -> None:
-    """Read the source (this VM pages out memory left idle for a minute, so an early file
-    could be partly on disk again), then write back every dirty page, so that no writeback of
-    earlier files lands inside the timing."""
+    """The same starting point for every timing: the source in the page cache (read once
+    more: this VM pages out memory idle for a minute), memory warm, and no dirty pages (so no
+    writeback of earlier files lands inside the timing).
+
+    Warm memory: this VM hands free memory back to its host (virtio-balloon free page
+    reporting), and the first touch of such a page costs a host fault: new page cache then
+    fills at ~0.4 GB/s instead of several GB/s, so whichever way needs the most fresh pages,
+    or runs first, pays for it. Touching and freeing 3x the file size of anonymous memory just
+    before the timing leaves warm free pages behind, as on an ordinary machine."""
     with open(source, "rb") as src:
         while src.read(PART):
             pass
+    if PREWARM:
+        room = proc_field("/proc/meminfo", "MemAvailable") - 2 * GiB
+        chunks = max(1, min(3 * source.stat().st_size + GiB, room) // PART)
+        with mmap.mmap(-1, chunks * PART) as memory:
+            zeros = bytes(PART)
+            for _ in range(chunks):
+                memory.write(zeros)
     os.sync()
 
 
@@ -185,7 +193,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.done.wait(0.05):
             try:
-                self.peak = max(self.peak, proc_field(self.pid, "VmRSS"))
+                self.peak = max(self.peak, proc_field(f"/proc/{self.pid}/status", "VmRSS"))
                 if self.written_at is None and os.stat(self.watch).st_size >= self.size:
                     self.written_at = time.perf_counter()
             except FileNotFoundError:
@@ -236,13 +244,13 @@ def glacierfs_cp(tmp: Path, name: str, source: Path, size: int) -> dict:
                             "--cache-size", "2G", "--upload-threads", str(THREADS)],
                            env=env, check=True, timeout=60, capture_output=True)
             pid = int(pid_file(mnt).read_text())
-            io_before = [proc_field(pid, key, "io")
-                         for key in ("write_bytes", "cancelled_write_bytes")]
-            result = dict(rss_before=proc_field(pid, "VmRSS"))
+            io = f"/proc/{pid}/io"
+            io_before = [proc_field(io, "write_bytes"), proc_field(io, "cancelled_write_bytes")]
+            result = dict(rss_before=proc_field(f"/proc/{pid}/status", "VmRSS"))
             result.update(timed_cp(source, mnt / "file.bin", size, pid, server_pid))
-            result.update(hwm=proc_field(pid, "VmHWM"),
-                          written=proc_field(pid, "write_bytes", "io") - io_before[0],
-                          cancelled=proc_field(pid, "cancelled_write_bytes", "io") - io_before[1])
+            result.update(hwm=proc_field(f"/proc/{pid}/status", "VmHWM"),
+                          written=proc_field(io, "write_bytes") - io_before[0],
+                          cancelled=proc_field(io, "cancelled_write_bytes") - io_before[1])
             if os.stat(mnt / "file.bin").st_size != size:
                 raise RuntimeError("the copy in the mount has the wrong size")
             return result
@@ -253,9 +261,9 @@ def glacierfs_cp(tmp: Path, name: str, source: Path, size: int) -> dict:
             shutil.rmtree(cache, ignore_errors=True)
 
 
-def boto3_upload(tmp: Path, source: Path, size: int) -> dict:
+def boto3_upload(tmp: Path, name: str, source: Path, size: int) -> dict:
     """A plain boto3 multipart upload of the file to a fresh server, THREADS parts at a time."""
-    with serve(tmp / "boto3-server") as (url, server_pid, keys):
+    with serve(tmp / f"{name}-server") as (url, server_pid, keys):
         client = boto3.client(
             "glacier", endpoint_url=url, region_name="us-east-1",
             aws_access_key_id=keys["aws_access_key_id"],
@@ -283,24 +291,25 @@ def boto3_upload(tmp: Path, source: Path, size: int) -> dict:
         client.complete_multipart_upload(vaultName=VAULT, uploadId=upload_id,
                                          archiveSize=str(size), checksum=combine_hex(checksums))
         end = time.perf_counter()
-        seconds = end - start
         client.close()
-        return dict(seconds=seconds, mbps=size / seconds / 1e6, finish=end - parts_done,
-                    client=(sum(os.times()[:2]) - before[0]) / seconds, daemon=None,
-                    server=(cpu_seconds(server_pid) - before[1]) / seconds)
+        return dict(seconds=end - start, mbps=size / (end - start) / 1e6, finish=end - parts_done,
+                    client=(sum(os.times()[:2]) - before[0]) / (end - start), daemon=None,
+                    server=(cpu_seconds(server_pid) - before[1]) / (end - start))
 
 
-def passthrough_cp(tmp: Path, source: Path, size: int) -> dict:
-    backing, mnt = tmp / "passthrough-backing", tmp / "passthrough-mnt"
+def passthrough_cp(tmp: Path, name: str, source: Path, size: int) -> dict:
+    backing, mnt, log = tmp / f"{name}-backing", tmp / f"{name}-mnt", tmp / f"{name}.log"
     backing.mkdir()
     mnt.mkdir()
-    log = open(tmp / "passthrough.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-c", PASSTHROUGH_FS, str(backing), str(mnt)],
-                            stdout=log, stderr=log, start_new_session=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", PASSTHROUGH_FS, str(backing), str(mnt)],
+                                stdout=out, stderr=out, start_new_session=True)
     try:
-        wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, 30, "the passthrough mount")
-        if proc.poll() is not None:
-            raise RuntimeError(f"passthrough FS exited: {(tmp / 'passthrough.log').read_text()}")
+        deadline = time.monotonic() + 30
+        while not is_mounted(mnt) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not is_mounted(mnt):
+            raise RuntimeError(f"the passthrough FS did not mount: {log.read_text()[-2000:]}")
         return timed_cp(source, mnt / "file.bin", size, proc.pid, None)
     finally:
         unmount(mnt, None, ["fusermount", "-u", str(mnt)])
@@ -309,22 +318,71 @@ def passthrough_cp(tmp: Path, source: Path, size: int) -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.close()
         shutil.rmtree(backing, ignore_errors=True)
+
+
+WAYS = {"glacierfs cp": glacierfs_cp, "boto3 multipart upload": boto3_upload,
+        "passthrough FUSE cp": passthrough_cp}
 
 
 def verdict(ok: bool) -> str:
     return "meets" if ok else "MISSES"
 
 
+def report(size: int, rounds: dict[str, list[dict]], rss: dict[int, dict]) -> None:
+    def cores(value) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    best = {way: max(results, key=lambda r: r["mbps"]) for way, results in rounds.items()}
+    print(f"\n1. Throughput, one {size / MiB:.0f} MiB file: best of {len(rounds['glacierfs cp'])}"
+          " rounds (cores busy: CPU s / wall s)")
+    print(f"{'':<24} {'seconds':>8} {'finish':>7} {'MB/s':>7} {'client':>7} {'FUSE':>6} "
+          f"{'server':>6}  MB/s of each round")
+    for way, row in best.items():
+        each = " ".join(f"{r['mbps']:.0f}" for r in rounds[way])
+        print(f"{way:<24} {row['seconds']:>8.2f} {row['finish']:>7.2f} {row['mbps']:>7.1f} "
+              f"{cores(row['client']):>7} {cores(row['daemon']):>6} {cores(row['server']):>6}"
+              f"  {each}")
+    ours = best["glacierfs cp"]["mbps"]
+    for way, goal in (("boto3 multipart upload", 0.9), ("passthrough FUSE cp", 0.8)):
+        ratio = ours / best[way]["mbps"]
+        print(f"glacierfs cp / {way:<23} {ratio:5.2f}  goal >= {goal:.2f}: "
+              f"{verdict(ratio >= goal)}")
+
+    print("\n2. Mount daemon memory, a fresh mount (and server) per size")
+    print(f"{'file MiB':>8} {'MB/s':>7} {'RSS idle':>9} {'RSS peak':>9} {'VmHWM':>9}  (MiB)")
+    for n, row in rss.items():
+        print(f"{n // MiB:>8} {row['mbps']:>7.1f} {row['rss_before'] / MiB:>9.1f} "
+              f"{row['rss_peak'] / MiB:>9.1f} {row['hwm'] / MiB:>9.1f}")
+    peaks = [max(row["rss_peak"], row["hwm"]) for row in rss.values()]
+    growth = peaks[-1] / peaks[0]
+    first, last = list(rss)[0] // MiB, list(rss)[-1] // MiB
+    print(f"largest peak {max(peaks) / MiB:.1f} MiB: goal <= 200 MiB: "
+          f"{verdict(max(peaks) <= 200 * MiB)}; {last} MiB peak / {first} MiB peak = "
+          f"{growth:.2f}: {'flat' if growth <= 1.25 else 'GROWS'}")
+
+    worst = max(rounds["glacierfs cp"], key=lambda r: r["written"])
+    ratio = worst["written"] / size
+    print(f"\n3. Cache disk writes of the mount daemon per byte copied ({size / MiB:.0f} MiB copy,"
+          " worst round)")
+    print(f"write_bytes {worst['written'] / MiB:.1f} MiB (cancelled_write_bytes "
+          f"{worst['cancelled'] / MiB:.1f} MiB): {ratio:.3f}  goal <= 1.10: "
+          f"{verdict(ratio <= 1.1)}")
+
+
 def main() -> None:
+    global PREWARM
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-gib", type=float, default=2, help="file size for parts 1 and 3")
     parser.add_argument("--rss-sizes", default="1,4", help="GiB, comma-separated, for part 2")
+    parser.add_argument("--rounds", type=int, default=2, help="part 1 rounds; best is shown")
     parser.add_argument("--quick", action="store_true", help="smoke run: 0.25 GiB; 0.25,0.5")
+    parser.add_argument("--no-prewarm", action="store_true",
+                        help="do not warm memory before each timing (see warm())")
     options = parser.parse_args()
     if options.quick:
         options.size_gib, options.rss_sizes = 0.25, "0.25,0.5"
+    PREWARM = not options.no_prewarm
     size = int(options.size_gib * GiB) // MiB * MiB
     rss_sizes = [int(float(s) * GiB) // MiB * MiB for s in options.rss_sizes.split(",")]
 
@@ -337,14 +395,18 @@ def main() -> None:
             sys.exit(f"error: {tmp} has {free / GiB:.1f} GiB free; this run needs "
                      f"{need / GiB:.1f} GiB")
         print(f"temporary directory {tmp} ({free / GiB:.0f} GiB free); part size "
-              f"{PART // MiB} MiB, {THREADS} upload threads, cache {CACHE // GiB} GiB; "
-              f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
+              f"{PART // MiB} MiB, {THREADS} upload threads, cache {CACHE // GiB} GiB; memory "
+              f"{'prewarmed' if PREWARM else 'NOT prewarmed'}; load average "
+              f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
 
+        rounds: dict[str, list[dict]] = {way: [] for way in WAYS}
         source = make_source(tmp / "source.bin", size)
         try:
-            rows = {"glacierfs cp": glacierfs_cp(tmp, "main", source, size)}
-            rows["boto3 multipart upload"] = boto3_upload(tmp, source, size)
-            rows["passthrough FUSE cp"] = passthrough_cp(tmp, source, size)
+            for r in range(options.rounds):
+                for way in list(WAYS)[::-1 if r % 2 else 1]:
+                    tag = way.split()[0]
+                    rounds[way].append(WAYS[way](tmp, f"{tag}-{r}", source, size))
+                    print(f"round {r + 1}: {way}: {rounds[way][-1]['mbps']:.0f} MB/s", flush=True)
         finally:
             source.unlink()
         rss = {}
@@ -354,41 +416,7 @@ def main() -> None:
                 rss[n] = glacierfs_cp(tmp, f"rss-{n // MiB}M", source, n)
             finally:
                 source.unlink()
-
-    def cores(value) -> str:
-        return "-" if value is None else f"{value:.2f}"
-
-    print(f"\n1. Throughput, one {size / MiB:.0f} MiB file (cores busy: CPU s / wall s)")
-    print(f"{'':<24} {'seconds':>8} {'of which':>8} {'MB/s':>7} {'client':>7} {'FUSE':>7} "
-          f"{'server':>7}\n{'':<24} {'':>8} {'finish':>8}")
-    for label, row in rows.items():
-        print(f"{label:<24} {row['seconds']:>8.2f} {row['finish']:>8.2f} {row['mbps']:>7.1f} "
-              f"{cores(row['client']):>7} {cores(row['daemon']):>7} {cores(row['server']):>7}")
-    ours = rows["glacierfs cp"]["mbps"]
-    vs_boto3 = ours / rows["boto3 multipart upload"]["mbps"]
-    vs_fuse = ours / rows["passthrough FUSE cp"]["mbps"]
-    print(f"glacierfs cp / boto3 upload    {vs_boto3:5.2f}  goal >= 0.90: "
-          f"{verdict(vs_boto3 >= 0.9)}")
-    print(f"glacierfs cp / passthrough cp  {vs_fuse:5.2f}  goal >= 0.80: "
-          f"{verdict(vs_fuse >= 0.8)}")
-
-    print("\n2. Mount daemon memory, a fresh mount (and server) per size")
-    print(f"{'file MiB':>8} {'MB/s':>7} {'RSS idle':>9} {'RSS peak':>9} {'VmHWM':>9}  (MiB)")
-    for n, row in rss.items():
-        print(f"{n // MiB:>8} {row['mbps']:>7.1f} {row['rss_before'] / MiB:>9.1f} "
-              f"{row['rss_peak'] / MiB:>9.1f} {row['hwm'] / MiB:>9.1f}")
-    peaks = [max(row["rss_peak"], row["hwm"]) for row in rss.values()]
-    growth = peaks[-1] / peaks[0]
-    print(f"largest peak {max(peaks) / MiB:.1f} MiB: goal <= 200 MiB: "
-          f"{verdict(max(peaks) <= 200 * MiB)}; {rss_sizes[-1] // MiB} MiB peak / "
-          f"{rss_sizes[0] // MiB} MiB peak = {growth:.2f}: {'flat' if growth <= 1.25 else 'GROWS'}")
-
-    main_row = rows["glacierfs cp"]
-    ratio = main_row["written"] / size
-    print(f"\n3. Cache disk writes of the mount daemon during the {size / MiB:.0f} MiB copy")
-    print(f"write_bytes {main_row['written'] / MiB:.1f} MiB (cancelled_write_bytes "
-          f"{main_row['cancelled'] / MiB:.1f} MiB) per byte copied: {ratio:.3f}  goal <= 1.10: "
-          f"{verdict(ratio <= 1.1)}")
+    report(size, rounds, rss)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f} (other work on the machine skews "
           "a single run)")
 
