@@ -27,7 +27,8 @@ is a ratio of two measurements taken in this one run. MB/s = 10^6 bytes per seco
 2. Memory. For each --rss-sizes file (its own source file, a fresh server and a FRESH MOUNT per
    size, so VmHWM is that copy's peak), VmRSS of the mount daemon is sampled every 50 ms during
    the cp, and VmHWM is read after it. Goal: <= 200 MiB and flat (the largest size's peak about
-   the smallest's: their ratio <= 1.25 is reported as flat).
+   the smallest's: their ratio <= 1.25 is reported as flat; a peak can be a transient of a few
+   threads' buffers, so "RSS end", when cp exits, is shown too).
 3. Disk writes. /proc/PID/io write_bytes of the mount daemon before and after each copy of
    part 1, per byte copied (the worst round). The daemon writes the part files (and SQLite);
    the server is another process (we mount with --endpoint-url), so its writes do not count.
@@ -223,6 +224,7 @@ def timed_cp(source: Path, target: Path, size: int, daemon: int, server: int | N
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return dict(seconds=seconds, mbps=size / seconds / 1e6,
                 finish=end - (sampler.written_at or end), rss_peak=sampler.peak,
+                rss_end=proc_field(f"/proc/{daemon}/status", "VmRSS"),
                 client=(after.ru_utime + after.ru_stime - before[0].ru_utime
                         - before[0].ru_stime) / seconds,
                 daemon=(cpu_seconds(daemon) - before[1]) / seconds,
@@ -350,10 +352,12 @@ def report(size: int, rounds: dict[str, list[dict]], rss: dict[int, dict]) -> No
               f"{verdict(ratio >= goal)}")
 
     print("\n2. Mount daemon memory, a fresh mount (and server) per size")
-    print(f"{'file MiB':>8} {'MB/s':>7} {'RSS idle':>9} {'RSS peak':>9} {'VmHWM':>9}  (MiB)")
+    print(f"{'file MiB':>8} {'MB/s':>7} {'RSS idle':>9} {'RSS end':>9} {'RSS peak':>9} "
+          f"{'VmHWM':>9}  (MiB; idle: before cp, end: when cp exits)")
     for n, row in rss.items():
         print(f"{n // MiB:>8} {row['mbps']:>7.1f} {row['rss_before'] / MiB:>9.1f} "
-              f"{row['rss_peak'] / MiB:>9.1f} {row['hwm'] / MiB:>9.1f}")
+              f"{row['rss_end'] / MiB:>9.1f} {row['rss_peak'] / MiB:>9.1f} "
+              f"{row['hwm'] / MiB:>9.1f}")
     peaks = [max(row["rss_peak"], row["hwm"]) for row in rss.values()]
     growth = peaks[-1] / peaks[0]
     first, last = list(rss)[0] // MiB, list(rss)[-1] // MiB
