@@ -148,7 +148,3 @@ class PartCache:
         if self.uploaded.size_limit != room:
             self.uploaded.reset("size_limit", room)
         self.uploaded.cull()
-
-    def disk_usage(self) -> int:
-        return self.reserved + self.uploaded.volume()
-

@@ -195,12 +195,6 @@ class Catalog:
                          (now, now, parent))
         return self.inode(ino)
 
-    def set_size(self, ino: int, size: int) -> None:
-        now = time.time_ns()
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE inodes SET size = ?, mtime_ns = ?, ctime_ns = ? WHERE ino = ?",
-                         (size, now, now, ino))
-
     def set_stored(self, ino: int, size: int, archive_id: str | None, tree_hash: str | None,
                    part_size: int, cache_key: str, parts: list[tuple[int, str]]) -> None:
         """The content is durable: record its archive and part hashes in one transaction."""

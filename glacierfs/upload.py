@@ -219,9 +219,7 @@ class FileUpload:
         part.state = "staged"
         part.reopened = True
         part.future = None
-        for chunk in part.chunks.values():
-            chunk.in_order = False
-        part.content = None
+        part.content = None  # its SHA-256 is recomputed from the file at the next seal
 
     @staticmethod
     def _hash_in_order(part: Part, offset: int, data: memoryview) -> None:
@@ -319,6 +317,7 @@ class FileUpload:
         else:
             part.sha256 = _file_sha256(path, size)
         part.leaves = leaves
+        part.chunks = {}  # done; a rewrite after _reopen starts fresh hashers
         part.tree_hash = treehash.combine(leaves).hex()
         part.close_fd()
         self.cache.seal(part.key)

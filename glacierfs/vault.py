@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
 
 import boto3
 import botocore.exceptions
@@ -43,12 +42,6 @@ def _use_our_content_sha256(params, **_) -> None:
     body = params.get("body")
     if isinstance(body, PartBody) and body.content_sha256:
         params["headers"]["x-amz-content-sha256"] = body.content_sha256
-
-
-@dataclass(frozen=True)
-class MultipartUpload:
-    upload_id: str
-    part_size: int
 
 
 class Vault:

@@ -22,7 +22,6 @@ from .errors import (
     UnrecognizedClient,
 )
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 SERVICE = "glacier"
 MAX_CLOCK_SKEW = dt.timedelta(minutes=15)
 

@@ -161,16 +161,6 @@ class LocalVaultServer:
             "aws_secret_access_key": self.credentials.secret_key,
         }
 
-    def cli_env(self) -> dict[str, str]:
-        """Environment for the AWS CLI (and any SDK) to use this server."""
-        env = {
-            "AWS_ACCESS_KEY_ID": self.credentials.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.credentials.secret_key,
-            "AWS_DEFAULT_REGION": self.config.region,
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-        }
-        return env
-
     def _write_cli_config(self) -> None:
         """DATA_DIR/config names the region and this run's endpoint, next to the credentials."""
         if not self.credentials_in_data_dir:

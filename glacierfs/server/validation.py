@@ -18,7 +18,6 @@ _VAULT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,255}")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/\*")
 _BYTE_RANGE = re.compile(r"(\d+)-(\d+)")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_ID = re.compile(r"[A-Za-z0-9_\-]{1,200}")
 
 
 def vault_name(name: str) -> str:
@@ -28,11 +27,6 @@ def vault_name(name: str) -> str:
             "a-z, A-Z, 0-9, '_', '-' and '.'"
         )
     return name
-
-
-def opaque_id(value: str, what: str) -> bool:
-    """IDs the server issued use only the URL-safe alphabet; anything else cannot exist."""
-    return bool(_ID.fullmatch(value))
 
 
 def description(value: str | None, what: str = "archive description") -> str:

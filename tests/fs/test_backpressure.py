@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from .conftest import OPENER, PART, payload
+from .conftest import PART, payload
 
 
 def test_writer_waits_for_room_and_all_data_arrives(make_fs):
