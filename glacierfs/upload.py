@@ -371,8 +371,9 @@ class FileUpload:
                 f"{self.path}: part {part.index} upload failed: {error}", errno_for(error)))
             return
         with self.lock:
-            part.state = "uploaded"
+            # Move the file first: anyone who sees "uploaded" finds it in the uploaded cache.
             self.cache.mark_uploaded(part.key, self.part_size)
+            part.state = "uploaded"
 
     def _fail(self, error: FsError) -> None:
         with self.lock:
