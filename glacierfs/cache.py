@@ -138,6 +138,38 @@ class PartCache:
                 return True
         return False
 
+    def drop_uploaded(self) -> bool:
+        """The cache disk is full: give up every part kept only for reading (the vault has
+        them). False if there was nothing to give up."""
+        if not len(self.uploaded):
+            return False
+        log.warning("cache disk full: dropping %d uploaded part(s) kept for reading",
+                    len(self.uploaded))
+        self.uploaded.clear()
+        return True
+
+    def sync_directories(self) -> None:
+        """fsync the directories part files live in, so their names survive a power cut."""
+        for directory in (self.staging, *self._part_directories()):
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _part_directories(self) -> list[Path]:
+        # diskcache spreads files over two levels of subdirectories.
+        root = Path(self.pending.directory)
+        return [root, *(p for p in root.glob("*/*") if p.is_dir())]
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every cached part key that starts with `prefix`, wherever it is."""
+        found = {p.name for p in self.staging.glob(f"{prefix}*")}
+        for cache in (self.pending, self.uploaded):
+            found.update(k for k in cache.iterkeys() if isinstance(k, str)
+                         and k.startswith(prefix))
+        return sorted(found)
+
     def discard(self, key: str) -> None:
         self.staging_path(key).unlink(missing_ok=True)
         self.pending.delete(key)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FsError
+from .journal import SCHEMA as JOURNAL_SCHEMA
+from .journal import Journal
 from .sqlite import Database
 
 ROOT_INO = 1
@@ -30,7 +32,8 @@ CREATE TABLE IF NOT EXISTS inodes (
     size       INTEGER NOT NULL DEFAULT 0,
     mtime_ns   INTEGER NOT NULL,
     ctime_ns   INTEGER NOT NULL,
-    -- Files only. 'writing' = open for writing, content not yet in the vault;
+    -- Files only. 'writing' = a new file whose first content is not in the vault yet (its
+    -- upload is in the journal);
     -- 'stored' = content durable: in the archive below, or empty (archive_id NULL, size 0).
     -- Directories are always 'stored'.
     state      TEXT NOT NULL CHECK (state IN ('writing', 'stored')),
@@ -91,7 +94,8 @@ def _check_name(name: bytes) -> None:
 
 class Catalog:
     def __init__(self, path: Path, uid: int, gid: int) -> None:
-        self.db = Database(path, SCHEMA)
+        self.db = Database(path, SCHEMA + JOURNAL_SCHEMA)
+        self.journal = Journal(self.db)  # same database: both can change in one transaction
         if self.db.one("SELECT ino FROM inodes WHERE ino = ?", (ROOT_INO,)) is None:
             now = time.time_ns()
             with self.db.transaction() as conn:

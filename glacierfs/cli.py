@@ -113,6 +113,9 @@ def serve(data_dir: Path, log_level: str, **options) -> None:
               help="Multipart part size: 1 MiB x 2^n. A file can have 10,000 parts.")
 @click.option("--upload-threads", default=4, show_default=True, type=int,
               help="Parts uploaded in parallel.")
+@click.option("--abort-orphans", is_flag=True,
+              help="Abort multipart uploads in the vault that this cache's journal does not "
+                   "know (left by a lost cache or another tool); default: only report them.")
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -120,8 +123,8 @@ def serve(data_dir: Path, log_level: str, **options) -> None:
 @click.option("-o", "fuse_options", multiple=True,
               help="FUSE mount options, comma-separated (e.g. allow_other).")
 def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_vault, local_dir,
-          cache_dir, cache_size, part_size, upload_threads, foreground, log_level, log_file,
-          fuse_options) -> None:
+          cache_dir, cache_size, part_size, upload_threads, abort_orphans, foreground, log_level,
+          log_file, fuse_options) -> None:
     """Mount a Glacier vault as a directory."""
     from .config import CacheConfig, VaultConfig, parse_size
     from .mount import MountOptions, parse_fuse_options, run
@@ -139,6 +142,7 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
         mountpoint=mountpoint.absolute(),
         local_dir=local_dir.absolute() if local_dir is not None else None,
         foreground=foreground,
+        abort_orphans=abort_orphans,
         fuse_options=parse_fuse_options(fuse_options),
     )
     if foreground and log_file is None:
@@ -167,7 +171,7 @@ def umount(mountpoint: Path) -> None:
 # `glacierfs VAULT MOUNTPOINT -o opts`), and mount(8)-only keys that FUSE must not see.
 FSTAB_OPTIONS = {"local", "cache_dir", "cache_size", "part_size", "upload_threads",
                  "endpoint_url", "region", "profile", "log_file", "log_level"}
-FSTAB_FLAGS = {"create_vault", "foreground"}
+FSTAB_FLAGS = {"create_vault", "foreground", "abort_orphans"}
 MOUNT8_ONLY = {"_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "defaults"}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sqlite3
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ def errno_for(error: BaseException) -> int:
         return error.errno
     if isinstance(error, OSError) and error.errno:
         return error.errno
+    if isinstance(error, sqlite3.Error):  # the catalog or a cache index on a full disk
+        full = getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        return errno.ENOSPC if full or "disk is full" in str(error) else errno.EIO
     code = getattr(error, "response", {}).get("Error", {}).get("Code") if hasattr(
         error, "response") else None
     if code:
@@ -69,4 +73,5 @@ def errno_for(error: BaseException) -> int:
 
 def is_expected(error: BaseException) -> bool:
     """Expected failures are logged as one line; anything else gets a traceback at debug."""
-    return isinstance(error, (FsError, OSError)) or hasattr(error, "response")
+    return isinstance(error, (FsError, OSError)) or hasattr(error, "response") or (
+        errno_for(error) == errno.ENOSPC)

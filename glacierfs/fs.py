@@ -44,7 +44,6 @@ class Handle:
     path: bytes
     opener_pid: int
     writer: FileUpload | None = None
-    replaces: Inode | None = None  # the stored content a writer will replace
     finished: bool = False
     error: FsError | None = None
     verified_parts: set[int] = field(default_factory=set)
@@ -54,6 +53,7 @@ class GlacierFS:
     def __init__(self, catalog: Catalog, cache: PartCache, vault: Vault, config: CacheConfig,
                  pool: UploadPool) -> None:
         self.catalog = catalog
+        self.journal = catalog.journal
         self.cache = cache
         self.vault = vault
         self.config = config
@@ -139,7 +139,10 @@ class GlacierFS:
 
     def unlink(self, path: bytes) -> None:
         parent, name = self.catalog.resolve_parent(path)
-        self._forget(self.catalog.unlink(parent.ino, name), path)
+        with self.catalog.db.transaction():
+            node = self.catalog.unlink(parent.ino, name)
+            doomed = self._doom(node.archive_id, path)
+        self._forget(node, doomed)
 
     def rmdir(self, path: bytes) -> None:
         parent, name = self.catalog.resolve_parent(path)
@@ -148,24 +151,37 @@ class GlacierFS:
     def rename(self, old: bytes, new: bytes) -> None:
         old_parent, old_name = self.catalog.resolve_parent(old)
         new_parent, new_name = self.catalog.resolve_parent(new)
-        replaced = self.catalog.rename(old_parent.ino, old_name, new_parent.ino, new_name)
+        with self.catalog.db.transaction():
+            replaced = self.catalog.rename(old_parent.ino, old_name, new_parent.ino, new_name)
+            doomed = self._doom(replaced.archive_id if replaced else None, new)
         if replaced is not None:
-            self._forget(replaced, new)
+            self._forget(replaced, doomed)
 
-    def _forget(self, node: Inode, path: bytes) -> None:
-        """After the catalog no longer names `node`: delete its archive and cached parts."""
-        if node.ino in self._writers:
-            return  # still being written: _finish deletes the archive it makes
-        if node.archive_id:
-            self._delete_archive(node.archive_id, path)
+    def _doom(self, archive_id: str | None, path: bytes) -> list[str]:
+        """Inside the transaction that stops naming an archive: journal it for deletion."""
+        if not archive_id:
+            return []
+        self.journal.doom(archive_id, path)
+        return [archive_id]
+
+    def _forget(self, node: Inode, doomed: list[str]) -> None:
+        """After the catalog no longer holds `node`'s content: delete it from vault and cache.
+        (A writer still open on the inode has its own parts; _finish dooms what it makes.)"""
+        self.delete_archives(doomed)
         self._drop_cached(node)
 
-    def _delete_archive(self, archive_id: str, path: bytes) -> None:
-        try:
-            self.vault.delete_archive(archive_id)
-        except Exception as error:  # the catalog is the truth; an orphan is found later
-            log.warning("%s: archive %s could not be deleted: %s",
-                        path.decode("utf-8", "backslashreplace"), archive_id, error)
+    def delete_archives(self, archive_ids: list[str] | None = None) -> None:
+        """Delete doomed archives (these, or every one the journal holds) from the vault."""
+        for archive_id, path in self.journal.doomed():
+            if archive_ids is not None and archive_id not in archive_ids:
+                continue
+            try:
+                self.vault.delete_archive(archive_id)
+            except Exception as error:  # kept in the journal: the next mount tries again
+                log.warning("%s: archive %s could not be deleted yet: %s",
+                            path.decode("utf-8", "backslashreplace"), archive_id, error)
+                continue
+            self.journal.deleted(archive_id)
 
     def _drop_cached(self, node: Inode) -> None:
         if node.cache_key and node.part_size:
@@ -190,8 +206,10 @@ class GlacierFS:
 
     def create(self, path: bytes, mode: int, uid: int, gid: int, pid: int) -> int:
         parent, name = self.catalog.resolve_parent(path)
-        node = self.catalog.create(parent.ino, name, stat.S_IFREG | (mode & 0o7777), uid, gid)
-        return self._open_writer(node, path, pid, replaces=None)
+        with self.catalog.db.transaction():  # the new name and its journal entry, together
+            node = self.catalog.create(parent.ino, name, stat.S_IFREG | (mode & 0o7777),
+                                       uid, gid)
+            return self._open_writer(node, path, pid)
 
     def open(self, path: bytes, flags: int, pid: int) -> int:
         node = self.catalog.resolve(path)
@@ -203,13 +221,13 @@ class GlacierFS:
             if node.state == "stored" and node.size > 0 and not flags & os.O_TRUNC:
                 raise FsError(errno.EPERM, f"{path!r}: archives are immutable; open with "
                               "O_TRUNC to replace the content")
-            return self._open_writer(node, path, pid, replaces=node)
+            return self._open_writer(node, path, pid)
         return self._new_handle(Handle(node.ino, path, pid))
 
-    def _open_writer(self, node: Inode, path: bytes, pid: int, replaces: Inode | None) -> int:
+    def _open_writer(self, node: Inode, path: bytes, pid: int) -> int:
         ino = node.ino
         writer = FileUpload(
-            self.vault, self.cache, self.pool, self.config,
+            self.vault, self.cache, self.pool, self.config, self.journal,
             describe=lambda: describe(self.catalog.path_of(ino), self._mtime_of(ino)),
             display_path=path.decode("utf-8", "backslashreplace"),
         )
@@ -217,7 +235,13 @@ class GlacierFS:
             if ino in self._writers:
                 raise FsError(errno.EBUSY, f"{path!r} is already open for writing")
             self._writers[ino] = writer
-        return self._new_handle(Handle(ino, path, pid, writer=writer, replaces=replaces))
+        try:
+            self.journal.begin(writer.cache_key, ino, self.config.part_size)
+        except BaseException:
+            with self._lock:
+                self._writers.pop(ino, None)
+            raise
+        return self._new_handle(Handle(ino, path, pid, writer=writer))
 
     def _mtime_of(self, ino: int) -> float:
         writer = self._writers.get(ino)
@@ -261,8 +285,10 @@ class GlacierFS:
             raise FsError(errno.EPERM, f"{path!r}: archives are immutable; only truncating to "
                           "0 bytes (or opening with O_TRUNC and writing) changes a stored file")
         # `truncate -s 0`: the file is now empty, which lives in the catalog only.
-        self.catalog.set_stored(node.ino, 0, None, None, self.config.part_size, "", [])
-        self._forget(node, path)
+        with self.catalog.db.transaction():
+            self.catalog.set_stored(node.ino, 0, None, None, self.config.part_size, "", [])
+            doomed = self._doom(node.archive_id, path)
+        self._forget(node, doomed)
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
         handle = self._handle(fh)
@@ -330,7 +356,9 @@ class GlacierFS:
                 self._handles.pop(fh, None)
 
     def fsync(self, fh: int) -> None:
-        self._handle(fh)  # data is in the cache disk already; the journal arrives with issue 5
+        handle = self._handle(fh)
+        if handle.writer is not None and not handle.finished:
+            handle.writer.sync()
 
     def _finish(self, handle: Handle) -> None:
         """Turn a writer into an archive and record it; errors are kept for close(2)."""
@@ -338,26 +366,43 @@ class GlacierFS:
         handle.finished = True
         try:
             archive_id = writer.close()
-            if not self.catalog.exists(handle.ino):  # unlinked or replaced while written
-                if archive_id:
-                    self._delete_archive(archive_id, handle.path)
-                return
-            self.catalog.set_stored(handle.ino, writer.size, archive_id, writer.tree_hash,
-                                    self.config.part_size, writer.cache_key,
-                                    writer.part_hashes())
         except FsError as error:
             handle.error = error
-            if handle.replaces is None and self.catalog.exists(handle.ino):
-                self.catalog.remove(handle.ino)  # a new file that never made it
+            self.give_up(writer.cache_key, handle.ino)
             raise
         finally:
             with self._lock:
                 self._writers.pop(handle.ino, None)
-        old = handle.replaces
-        if old is not None and old.archive_id and old.archive_id != archive_id:
-            self._delete_archive(old.archive_id, handle.path)
-            if old.cache_key != writer.cache_key:
-                self._drop_cached(old)
+        self.record_archive(writer.cache_key, handle.ino, handle.path, writer.size, archive_id,
+                            writer.tree_hash, self.config.part_size, writer.part_hashes())
+
+    def record_archive(self, cache_key: str, ino: int, path: bytes, size: int,
+                       archive_id: str | None, tree_hash: str | None, part_size: int,
+                       parts: list[tuple[int, str]]) -> None:
+        """A content is complete in the vault: in one transaction, put it on its inode, end its
+        upload in the journal and doom the archive it replaces; then delete that one."""
+        with self.catalog.db.transaction():
+            if self.catalog.exists(ino):
+                old = self.catalog.inode(ino)
+                self.catalog.set_stored(ino, size, archive_id, tree_hash, part_size, cache_key,
+                                        parts)
+                doomed = self._doom(old.archive_id if old.archive_id != archive_id else None,
+                                    path)
+            else:  # unlinked or replaced while it was written: nothing names it
+                old = None
+                doomed = self._doom(archive_id, path)
+            self.journal.end(cache_key)
+        self.delete_archives(doomed)
+        if old is not None and old.cache_key and old.cache_key != cache_key:
+            self._drop_cached(old)
+
+    def give_up(self, cache_key: str, ino: int) -> None:
+        """A content that will never be an archive: a new file that never made it goes away;
+        a file being overwritten keeps its old content."""
+        with self.catalog.db.transaction():
+            self.journal.end(cache_key)
+            if self.catalog.exists(ino) and self.catalog.inode(ino).state == "writing":
+                self.catalog.remove(ino)
 
     def root(self) -> Inode:
         return self.catalog.inode(ROOT_INO)

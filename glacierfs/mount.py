@@ -1,10 +1,11 @@
 """`glacierfs mount` and `glacierfs umount`: check everything, mount, and take it down cleanly.
 
 Order matters. Every check that can fail (settings, mount point, credentials, endpoint, vault)
-runs before anything is mounted, so the user gets one line and a non-zero exit. Then libfuse
-mounts and, unless --foreground, daemonizes: the command returns once the mount is live.
-Threads, sockets and the embedded local vault service are created only in init(), after the
-fork.
+runs before anything is mounted, so the user gets one line and a non-zero exit. Unless
+--foreground, we fork before any thread exists (libfuse's own fork after Python threads exist
+hangs). The daemon then opens the cache, catalog and vault, finishes the uploads a crash
+interrupted (recovery.py), reports orphan uploads, and only then mounts: the command returns
+once the mount is live, printing what recovery did.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from .catalog import Catalog
 from .config import CacheConfig, VaultConfig
 from .errors import UserError
 from .fs import GlacierFS
+from .recovery import find_orphans, recover
 from .upload import UploadPool
 from .vault import Vault
 
@@ -36,6 +39,7 @@ class MountOptions:
     mountpoint: Path
     local_dir: Path | None = None  # run the local vault service in-process, storing here
     foreground: bool = False
+    abort_orphans: bool = False  # abort multipart uploads in the vault the journal does not know
     fuse_options: dict = field(default_factory=dict)
 
 
@@ -158,6 +162,8 @@ def run(options: MountOptions) -> None:
     with os.fdopen(read_end, "rb") as pipe:
         message = pipe.read().decode(errors="replace")
     if message.startswith("OK"):
+        for notice in message.splitlines()[1:]:
+            sys.stderr.write(f"glacierfs: {notice}\n")
         return
     if message.startswith("E"):
         raise UserError(message[1:].strip().splitlines()[0], exit_code=1)
@@ -196,25 +202,6 @@ def _serve(options: MountOptions, report: int | None) -> None:
     check(options)
     state: dict = {}
 
-    def make_fs() -> GlacierFS:
-        state["lock"] = _CacheLock(options.cache.directory)
-        pid_file(options.mountpoint).write_text(str(os.getpid()))
-        threads = options.cache.upload_threads
-        if options.local_dir is not None:
-            state["server"] = _local_server(options.local_dir).start()
-            vault = Vault(options.vault, client=_local_client(state["server"]))
-            log.info("local vault service at %s (data in %s)", state["server"].endpoint_url,
-                     options.local_dir)
-        else:
-            vault = Vault(options.vault, pool_size=threads + 4)
-        cache = PartCache(options.cache.directory, options.cache.size)
-        catalog = Catalog(options.cache.directory / "catalog.sqlite3", os.getuid(), os.getgid())
-        state["closers"] = [cache.close, catalog.close]
-        log.info("mounted vault %s on %s (cache %s, part size %d, %d upload threads)",
-                 options.vault.vault, options.mountpoint, options.cache.directory,
-                 options.cache.part_size, threads)
-        return GlacierFS(catalog, cache, vault, options.cache, UploadPool(threads))
-
     def on_destroy() -> None:
         for close in state.get("closers", []):
             close()
@@ -222,6 +209,19 @@ def _serve(options: MountOptions, report: int | None) -> None:
             state["server"].stop()
         pid_file(options.mountpoint).unlink(missing_ok=True)
         log.info("unmounted %s", options.mountpoint)
+
+    try:
+        fs, notices = _open(options, state)
+    except BaseException:
+        on_destroy()
+        raise
+
+    def make_fs() -> GlacierFS:
+        pid_file(options.mountpoint).write_text(str(os.getpid()))
+        log.info("mounted vault %s on %s (cache %s, part size %d, %d upload threads)",
+                 options.vault.vault, options.mountpoint, options.cache.directory,
+                 options.cache.part_size, options.cache.upload_threads)
+        return fs
 
     fuse_options = {
         "fsname": f"glacierfs:{options.vault.vault}",
@@ -234,13 +234,58 @@ def _serve(options: MountOptions, report: int | None) -> None:
         "max_write": 131072,
         **options.fuse_options,
     }
-    operations = GlacierOperations(make_fs, on_init=lambda: _report(report, "OK"),
+    operations = GlacierOperations(make_fs,
+                                   on_init=lambda: _report(report, "\n".join(["OK", *notices])),
                                    on_destroy=on_destroy)
     try:
         FUSE(operations, str(options.mountpoint), foreground=True, nothreads=False,
              encoding=ENCODING, **fuse_options)
     except RuntimeError as error:  # fusepy: libfuse could not mount
         raise UserError(f"cannot mount {options.mountpoint}: {error}") from None
+
+
+def _open(options: MountOptions, state: dict) -> tuple[GlacierFS, list[str]]:
+    """Open the cache, catalog and vault (in this process, which will serve the mount), finish
+    what a crash left, and look for orphan uploads. Returns the filesystem and notices for
+    the user."""
+    state["lock"] = _CacheLock(options.cache.directory)
+    threads = options.cache.upload_threads
+    if options.local_dir is not None:
+        state["server"] = _local_server(options.local_dir).start()
+        vault = Vault(options.vault, client=_local_client(state["server"]))
+        log.info("local vault service at %s (data in %s)", state["server"].endpoint_url,
+                 options.local_dir)
+    else:
+        vault = Vault(options.vault, pool_size=threads + 4)
+    cache = PartCache(options.cache.directory, options.cache.size)
+    catalog = Catalog(options.cache.directory / "catalog.sqlite3", os.getuid(), os.getgid())
+    state["closers"] = [cache.close, catalog.close]
+    fs = GlacierFS(catalog, cache, vault, options.cache, UploadPool(threads))
+    notices = []
+    try:
+        settled = recover(fs)
+        if settled:
+            notices.append(f"settled {settled} upload(s) a crash interrupted (see the log)")
+        orphans = find_orphans(vault, catalog.journal)
+    except Exception as error:
+        raise UserError(f"could not finish the uploads a crash interrupted ({error}); nothing "
+                        "was lost: mount again once the vault is reachable", exit_code=1) from None
+    for orphan in orphans:
+        upload_id = orphan["MultipartUploadId"]
+        what = f"upload {upload_id[:16]}... ({orphan['Path'] or 'no path'}, started " \
+               f"{orphan.get('CreationDate', '?')})"
+        if options.abort_orphans:
+            vault.abort(upload_id)
+            log.warning("aborted orphan %s", what)
+        else:
+            log.warning("orphan %s: in the vault, unknown to this catalog; `glacierfs uploads "
+                        "%s --all-orphans --abort` or mount with --abort-orphans to abort it",
+                        what, options.vault.vault)
+    if orphans:
+        verb = "aborted" if options.abort_orphans else "found"
+        notices.append(f"{verb} {len(orphans)} orphan multipart upload(s) in vault "
+                       f"{options.vault.vault} (see the log)")
+    return fs, notices
 
 
 def umount(mountpoint: Path, timeout: float | None = None) -> None:

@@ -11,6 +11,10 @@ back to staging (if still cached) and it is sent again when full (a re-upload re
 range). File states: open -> closing -> complete | failed(errno). Failed is sticky: every later
 write and the close return the same errno, and the multipart upload is aborted.
 
+Every step that a crash must not forget is recorded in the journal (journal.py) first: a
+sealed part's tree hash, the upload id, each part the vault confirmed, and 'closing' with the
+final size and tree hash before the last part goes out.
+
 Lock order: FileUpload.lock, then the cache's condition. Never wait for cache room or for a
 worker while holding FileUpload.lock.
 """
@@ -31,7 +35,8 @@ from . import treehash
 from .cache import PartCache
 from .config import MAX_PARTS, CacheConfig
 from .errors import FsError, UploadFailed, errno_for
-from .vault import PartBody, Vault
+from .journal import Journal
+from .vault import Vault
 
 log = logging.getLogger(__name__)
 CHUNK = treehash.CHUNK
@@ -105,10 +110,11 @@ class FileUpload:
     """The content of one file opened for writing, on its way to becoming one archive."""
 
     def __init__(self, vault: Vault, cache: PartCache, pool: UploadPool, config: CacheConfig,
-                 describe, display_path: str) -> None:
+                 journal: Journal, describe, display_path: str) -> None:
         self.vault = vault
         self.cache = cache
         self.pool = pool
+        self.journal = journal  # the caller records begin(); this class records the rest
         self.part_size = config.part_size
         self.max_size = config.max_file_size
         self.describe = describe  # () -> archive description, asked at initiate/close time
@@ -149,21 +155,26 @@ class FileUpload:
             raise self.error
         position = offset
         view = memoryview(data)
-        while position < end:
-            index = position // self.part_size
-            part_start = index * self.part_size
-            take = min(end, part_start + self.part_size) - position
-            self._write_part(index, position - part_start, view[position - offset:
-                                                                position - offset + take])
-            position += take
+        try:
+            while position < end:
+                index = position // self.part_size
+                part_start = index * self.part_size
+                take = min(end, part_start + self.part_size) - position
+                self._write_part(index, position - part_start, view[position - offset:
+                                                                    position - offset + take])
+                position += take
+        except FsError:
+            raise
+        except Exception as error:  # the cache or journal failed under us: the file is lost
+            self._fail(FsError(errno_for(error), f"{self.path}: write failed: {error}"))
+            raise self.error from None
         return len(data)
 
     def _write_part(self, index: int, offset: int, data: memoryview) -> None:
         part = self._writable_part(index)
         with self.lock:
             self._check()
-            # One open fd per staged part: no open/close per 128 KiB write.
-            os.pwrite(part.staging_fd(self.cache.staging_path(part.key)), data, offset)
+            self._store(part, offset, data)
             self._hash_in_order(part, offset, data)
             part.cover(offset, offset + len(data))
             part.size = max(part.size, offset + len(data))
@@ -173,6 +184,22 @@ class FileUpload:
                 self._seal(part)
         if part.state == "queued" and part.future is None:
             self._submit(part)
+
+    def _store(self, part: Part, offset: int, data: memoryview) -> None:
+        """pwrite into the staged part (one open fd per part: no open/close per write). A full
+        cache disk first gives up the uploaded parts kept for reading; if that is not enough
+        the file fails with ENOSPC (sticky: close must not complete a file with a gap)."""
+        try:
+            try:
+                os.pwrite(part.staging_fd(self.cache.staging_path(part.key)), data, offset)
+            except OSError as error:
+                if error.errno != errno.ENOSPC or not self.cache.drop_uploaded():
+                    raise
+                os.pwrite(part.staging_fd(self.cache.staging_path(part.key)), data, offset)
+        except OSError as error:
+            self._fail(FsError(error.errno or errno.EIO,
+                               f"{self.path}: cannot write to the cache: {error.strerror}"))
+            raise self.error from None
 
     def _writable_part(self, index: int) -> Part:
         """The staged part `index`, creating it (after waiting for cache room) or taking it
@@ -215,6 +242,7 @@ class FileUpload:
         if part.state == "uploaded":
             self.cache.reserve(self.part_size)  # it counts as unsent again
         log.info("%s: rewriting part %d, it will be uploaded again", self.path, part.index)
+        self.journal.part_reopened(self.cache_key, part.index)
         self._running = None
         part.state = "staged"
         part.reopened = True
@@ -297,6 +325,21 @@ class FileUpload:
                 position += take
             return bytes(out)
 
+    def sync(self) -> None:
+        """fsync(2): everything written so far durable in the cache and the journal, so a
+        power cut recovers the file with this content (recovery.py)."""
+        with self.lock:
+            self._check()
+            for part in self.parts.values():
+                if part.state == "uploaded":
+                    continue  # the vault has it
+                if part.fd is not None:
+                    os.fsync(part.fd)
+                elif (path := self.cache.path(part.key)) is not None:
+                    _fsync_path(path)
+            self.cache.sync_directories()
+            self.journal.synced(self.cache_key, self.size)
+
     # ---- sealing and uploading ------------------------------------------------------------
 
     def _seal(self, part: Part) -> None:
@@ -321,6 +364,7 @@ class FileUpload:
         part.tree_hash = treehash.combine(leaves).hex()
         part.close_fd()
         self.cache.seal(part.key)
+        self.journal.part_sealed(self.cache_key, part.index, size, part.tree_hash)
         part.state = "queued"
         if self._running is not None:
             self._sealed_leaves[part.index] = leaves
@@ -344,6 +388,7 @@ class FileUpload:
             if self.upload_id is None:
                 try:
                     self.upload_id = self.vault.initiate(self.part_size, self.describe())
+                    self.journal.initiated(self.cache_key, self.upload_id)
                     log.debug("%s: multipart upload %s", self.path, self.upload_id)
                 except Exception as error:
                     self._fail(UploadFailed(f"{self.path}: initiate failed: {error}",
@@ -359,10 +404,8 @@ class FileUpload:
             path = self.cache.path(part.key)
             upload_id = self.upload_id
         try:
-            with PartBody(path, "rb") as body:
-                body.content_sha256 = part.sha256
-                confirmed = self.vault.upload_part(upload_id, part.index * self.part_size,
-                                                   part.size, body, part.tree_hash)
+            confirmed = self.vault.upload_part_file(upload_id, part.index * self.part_size, path,
+                                                    part.size, part.sha256, part.tree_hash)
             if confirmed != part.tree_hash:
                 raise UploadFailed(f"{self.path}: part {part.index}: the vault computed tree "
                                    f"hash {confirmed}, we sent {part.tree_hash}")
@@ -374,6 +417,10 @@ class FileUpload:
             # Move the file first: anyone who sees "uploaded" finds it in the uploaded cache.
             self.cache.mark_uploaded(part.key, self.part_size)
             part.state = "uploaded"
+            try:
+                self.journal.part_uploaded(self.cache_key, part.index, part.tree_hash)
+            except Exception as error:  # the catalog disk: recovery would ask ListParts
+                self._fail(FsError(errno_for(error), f"{self.path}: journal: {error}"))
 
     def _fail(self, error: FsError) -> None:
         with self.lock:
@@ -409,7 +456,10 @@ class FileUpload:
         try:
             if self.size == 0:
                 return None
-            if self.upload_id is None and self.size <= self.part_size:
+            single = self.upload_id is None and self.size <= self.part_size
+            self.tree_hash = self._written_tree_hash()
+            self.journal.closing(self.cache_key, self.size, self.tree_hash, single)
+            if single:
                 return self._upload_single()
             for part in self._ordered_parts():
                 self._submit(part)
@@ -432,27 +482,28 @@ class FileUpload:
 
     def _upload_single(self) -> str:
         part = self.parts[0]
-        with PartBody(self.cache.path(part.key), "rb") as body:
-            body.content_sha256 = part.sha256
-            archive_id = self.vault.upload_archive(body, self.describe(), part.tree_hash)
+        archive_id = self.vault.upload_archive_file(self.cache.path(part.key), part.sha256,
+                                                    part.tree_hash, self.describe())
         self.cache.mark_uploaded(part.key, self.part_size)
         part.state = "uploaded"
         return self._completed(archive_id, part.tree_hash)
 
-    def _complete(self) -> str:
-        parts = self._ordered_parts()
-        combined = treehash.combine_hex([p.tree_hash for p in parts])
-        if self._running is None:
+    def _written_tree_hash(self) -> str:
+        """The tree hash of everything written, from the leaves hashed as data arrived."""
+        if self._running is None:  # a part was rewritten: rebuild from every part's leaves
             self._running = treehash.TreeHasher()
-            for part in parts:
+            for part in self._ordered_parts():
                 for leaf in part.leaves:
                     self._running.add_leaf(leaf)
-        running = self._running.hexdigest()
-        if combined != running:
+        return self._running.hexdigest()
+
+    def _complete(self) -> str:
+        combined = treehash.combine_hex([p.tree_hash for p in self._ordered_parts()])
+        if combined != self.tree_hash:
             raise UploadFailed(f"{self.path}: part hashes combine to {combined} but the data "
-                               f"written hashes to {running}; not completing")
-        archive_id = self.vault.complete(self.upload_id, self.size, running)
-        return self._completed(archive_id, running)
+                               f"written hashes to {self.tree_hash}; not completing")
+        archive_id = self.vault.complete(self.upload_id, self.size, self.tree_hash)
+        return self._completed(archive_id, self.tree_hash)
 
     def _completed(self, archive_id: str, tree_hash: str) -> str:
         with self.lock:
@@ -490,6 +541,14 @@ class FileUpload:
             if part.state != "uploaded":
                 self.cache.discard(part.key)
                 self.cache.release(self.part_size)
+
+
+def _fsync_path(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _file_sha256(path, size: int) -> str:

@@ -100,7 +100,12 @@ class Vault:
         return reply["archiveId"]
 
     def delete_archive(self, archive_id: str) -> None:
-        self.client.delete_archive(vaultName=self.name, archiveId=archive_id)
+        """Delete an archive; one that is gone already counts as deleted."""
+        try:
+            self.client.delete_archive(vaultName=self.name, archiveId=archive_id)
+        except botocore.exceptions.ClientError as error:
+            if not is_not_found(error):
+                raise
 
     # ---- multipart ------------------------------------------------------------------------
 
@@ -119,6 +124,18 @@ class Vault:
         )
         return reply["checksum"]
 
+    def upload_part_file(self, upload_id: str, first: int, path, size: int, sha256: str,
+                         tree_hash: str) -> str:
+        """upload_part of a part file whose hashes are known."""
+        with PartBody(path, "rb") as body:
+            body.content_sha256 = sha256
+            return self.upload_part(upload_id, first, size, body, tree_hash)
+
+    def upload_archive_file(self, path, sha256: str, tree_hash: str, description: str) -> str:
+        with PartBody(path, "rb") as body:
+            body.content_sha256 = sha256
+            return self.upload_archive(body, description, tree_hash)
+
     def complete(self, upload_id: str, size: int, tree_hash: str) -> str:
         reply = self.client.complete_multipart_upload(
             vaultName=self.name, uploadId=upload_id, archiveSize=str(size), checksum=tree_hash
@@ -127,3 +144,35 @@ class Vault:
 
     def abort(self, upload_id: str) -> None:
         self.client.abort_multipart_upload(vaultName=self.name, uploadId=upload_id)
+
+    def list_uploads(self) -> list[dict]:
+        """Every multipart upload in progress in the vault (all pages)."""
+        uploads: list[dict] = []
+        marker = None
+        while True:
+            args = {"marker": marker} if marker else {}
+            reply = self.client.list_multipart_uploads(vaultName=self.name, **args)
+            uploads += reply.get("UploadsList", [])
+            marker = reply.get("Marker")
+            if not marker:
+                return uploads
+
+    def list_parts(self, upload_id: str) -> dict[int, tuple[int, str]]:
+        """The parts the vault holds for an upload: first byte -> (size, tree hash)."""
+        parts: dict[int, tuple[int, str]] = {}
+        marker = None
+        while True:
+            args = {"marker": marker} if marker else {}
+            reply = self.client.list_parts(vaultName=self.name, uploadId=upload_id, **args)
+            for part in reply.get("Parts", []):
+                first, last = (int(n) for n in part["RangeInBytes"].split("-"))
+                parts[first] = (last - first + 1, part["SHA256TreeHash"])
+            marker = reply.get("Marker")
+            if not marker:
+                return parts
+
+
+def is_not_found(error: BaseException) -> bool:
+    """The vault does not know the archive or upload (deleted, aborted, expired)."""
+    return (isinstance(error, botocore.exceptions.ClientError)
+            and error.response["Error"]["Code"] == "ResourceNotFoundException")

@@ -151,11 +151,18 @@ class GlacierApp:
                 )
             if args["account"] not in ("-", self.config.account_id):
                 raise AccessDenied(f"Access denied to account {args['account']}")
-            if fault:
+            if fault == "hang":
+                log.info("fault injected: %s hang", operation)
+                self.faults.hold()
+                fault = "503"
+            if fault and fault != "hang-after":
                 return self._inject(fault, operation, request, args, streamed)
             self.store.sweep()
             response = self._ops[operation](Call(request, args, body))
             log.debug("%s %s -> %d", operation, request.path, response.status_code)
+            if fault == "hang-after":
+                log.info("fault injected: %s hang-after (done, reply held)", operation)
+                self.faults.hold()
             return response
         except GlacierError as error:
             if streamed:

@@ -2,11 +2,16 @@
 
 SPEC is a comma-separated list of rules `OPERATION:KIND:WHEN`:
   OPERATION  an operation name (UploadMultipartPart, ...) or * for all
-  KIND       500 | 503 | 408 | throttle | drop
+  KIND       500 | 503 | 408 | throttle | drop | hang | hang-after
+             hang: hold the request unhandled until the fault spec is next changed (or 10
+             minutes pass), then answer 503. hang-after: handle the request, then hold the
+             reply the same way (the change is made; the client never hears of it). Crash
+             tests use them to kill a client at an exact point.
   WHEN       a fraction 0-1 of that operation's requests (random, reproducible with --seed),
              or #N for exactly its Nth request (1-based; #N+ for the Nth and every one after)
 Example: `UploadMultipartPart:500:0.1,CompleteMultipartUpload:drop:#1`.
-The first rule that fires wins. A faulted request changes nothing on the server.
+The first rule that fires wins. A faulted request changes nothing on the server (except
+hang-after, by design).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 
-KINDS = ("500", "503", "408", "throttle", "drop")
+KINDS = ("500", "503", "408", "throttle", "drop", "hang", "hang-after")
+HOLD_LIMIT = 600.0  # seconds a hang holds a request at most
 _WHEN = re.compile(r"#(\d+)(\+?)|(0(\.\d+)?|1(\.0+)?|\.\d+)")
 
 
@@ -66,11 +72,14 @@ class FaultInjector:
         self._seed = seed
         self.requests: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
+        self._released = threading.Event()
         self.set_spec(spec)
 
     def set_spec(self, spec: str) -> None:
         rules = parse_spec(spec, self._operations)
         with self._lock:
+            self._released.set()  # let held requests go
+            self._released = threading.Event()
             self._rules = rules
             self._random = random.Random(self._seed)
             self._seen: Counter[str] = Counter()  # requests per operation since this spec
@@ -101,6 +110,12 @@ class FaultInjector:
                     self.injected[f"{operation}:{rule.kind}"] += 1
                     return rule.kind
             return None
+
+    def hold(self) -> None:
+        """Block (a `hang` fault) until the spec changes, or HOLD_LIMIT passes."""
+        with self._lock:
+            released = self._released
+        released.wait(HOLD_LIMIT)
 
     def snapshot(self) -> dict:
         with self._lock:

@@ -1,0 +1,281 @@
+"""After a crash: finish every upload the journal holds, delete doomed archives, find orphans.
+
+Runs when a mount starts, before the filesystem is served, so nothing else touches these files
+meanwhile. For each journaled upload (docs/design.md has the crash table):
+
+- its file was unlinked meanwhile: abort the upload, drop its parts;
+- otherwise the content is what the cache holds (like a local filesystem after a crash): for
+  'closing' exactly the final size and tree hash recorded at close, for 'writing' everything
+  written so far, holes reading as zeros. Each cached part is checked against the tree hash the
+  journal recorded when it was sealed; a part the cache lost is taken from the vault only if
+  the journal says the vault confirmed it and ListParts still shows that hash;
+- an upload the vault still has gets only its missing parts, then Complete (a Complete that
+  already happened is repeated, which returns the same archive: no second archive). If the
+  vault forgot it (expired, aborted), a new one is started from the cached parts;
+- anything that cannot be proven right is not completed: the file fails with a log line (a new
+  file disappears, an overwritten file keeps its old content).
+Errors talking to the vault are not per-file failures: they stop the mount with a message, and
+the journal is left for the next try.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+
+from . import treehash
+from .description import describe, described_path
+from .journal import JournalEntry
+from .vault import is_not_found
+
+log = logging.getLogger(__name__)
+
+
+class Unrecoverable(Exception):
+    """This file's content cannot be put together and proven right."""
+
+
+@dataclass
+class _Part:
+    index: int
+    size: int
+    tree_hash: str
+    sha256: str = ""
+    key: str | None = None  # its file in the cache, if the cache has it
+    in_vault: bool = False  # the upload in the vault has this part with this hash
+
+
+def recover(fs) -> int:
+    """Finish or settle every journaled upload of `fs` (a GlacierFS), then delete doomed
+    archives. Returns how many uploads were settled."""
+    entries = fs.journal.entries()
+    if entries:
+        log.info("finishing %d upload(s) interrupted by a crash", len(entries))
+    for entry in entries:
+        _Recovery(fs, entry).run()
+    _settle_unjournaled_writers(fs)
+    fs.delete_archives()
+    return len(entries)
+
+
+def find_orphans(vault, journal) -> list[dict]:
+    """Multipart uploads in the vault that the journal does not know, each with its 'Path'
+    decoded from the description where it names one."""
+    known = journal.upload_ids()
+    orphans = [u for u in vault.list_uploads() if u["MultipartUploadId"] not in known]
+    for upload in orphans:
+        upload["Path"] = described_path(upload.get("ArchiveDescription") or "")
+    return orphans
+
+
+def _settle_unjournaled_writers(fs) -> None:
+    # A new file whose journal entry never committed (a catalog from before the journal):
+    # it had no content in the vault, so it is an empty file, as on a local filesystem.
+    for row in fs.catalog.db.query("SELECT ino FROM inodes WHERE state = 'writing' AND ino "
+                                   "NOT IN (SELECT ino FROM uploads)"):
+        fs.catalog.set_stored(row["ino"], 0, None, None, fs.config.part_size, "", [])
+
+
+class _Recovery:
+    def __init__(self, fs, entry: JournalEntry) -> None:
+        self.fs = fs
+        self.entry = entry
+        self.part_size = entry.part_size
+        self.upload_id = entry.upload_id
+        exists = fs.catalog.exists(entry.ino)
+        self.exists = exists
+        self.path = fs.catalog.path_of(entry.ino) if exists else b"(removed)"
+        self.shown = self.path.decode("utf-8", "backslashreplace")
+
+    def run(self) -> None:
+        if not self.exists:
+            log.info("%s: removed while it was being written; dropping its upload", self.shown)
+            self._drop()
+            return
+        try:
+            local = self._cached_parts()
+            size = self._size(local)
+            if size == 0:
+                self._settle_empty()
+                return
+            parts = self._plan(local, size)
+            archive_id, tree_hash = self._upload(parts, size)
+        except Unrecoverable as why:
+            log.error("%s: cannot be recovered after the crash: %s; %s", self.shown, why,
+                      "it keeps its previous content" if self._overwrite() else
+                      "the file is removed")
+            self._drop()
+            return
+        self.fs.record_archive(self.entry.cache_key, self.entry.ino, self.path, size,
+                               archive_id, tree_hash, self.part_size,
+                               [(p.size, p.tree_hash) for p in parts])
+        log.info("recovered %s: %d bytes", self.shown, size)
+
+    # ---- what the cache holds -------------------------------------------------------------
+
+    def _cached_parts(self) -> dict[int, str]:
+        """index -> cache key of every part file of this upload still in the cache."""
+        prefix = f"{self.entry.cache_key}."
+        return {int(key[len(prefix):]): key for key in self.fs.cache.keys(prefix)}
+
+    def _size(self, local: dict[int, str]) -> int:
+        if self.entry.state == "closing":
+            return self.entry.size
+        ends = [self.entry.size]  # at the last fsync: may end in a hole
+        for index, key in local.items():
+            ends.append(index * self.part_size + os.path.getsize(self.fs.cache.path(key)))
+        for index, part in self.entry.parts.items():
+            ends.append(index * self.part_size + part.size)
+        return max(ends)
+
+    def _overwrite(self) -> bool:
+        return self.fs.catalog.inode(self.entry.ino).state == "stored"
+
+    def _settle_empty(self) -> None:
+        if self._overwrite():  # opened with O_TRUNC, nothing written yet: keep the old content
+            log.info("%s: nothing was written before the crash; it keeps its content",
+                     self.shown)
+            self._drop()
+        else:
+            self.fs.record_archive(self.entry.cache_key, self.entry.ino, self.path, 0, None,
+                                   None, self.part_size, [])
+            log.info("recovered %s: 0 bytes", self.shown)
+
+    def _plan(self, local: dict[int, str], size: int) -> list[_Part]:
+        """Every part of the content: its hashes, and where its bytes are."""
+        cache = self.fs.cache
+        count = (size + self.part_size - 1) // self.part_size
+        for index in [i for i in local if i >= count]:  # cut off by a truncate
+            cache.discard(local.pop(index))
+        parts = []
+        for index in range(count):
+            part_size = min(self.part_size, size - index * self.part_size)
+            journaled = self.entry.parts.get(index)
+            key = local.get(index)
+            if key is None and journaled is None:  # never written: a hole of zeros
+                key = f"{self.entry.cache_key}.{index}"
+                open(cache.staging_path(key), "wb").close()
+            if key is None:
+                if not journaled.uploaded:
+                    raise Unrecoverable(f"part {index} is neither in the cache nor in the vault")
+                parts.append(_Part(index, journaled.size, journaled.tree_hash))
+                continue
+            staged = cache.staging_path(key)
+            if staged.exists():  # still being written at the crash: take it as it is
+                os.truncate(staged, part_size)
+                cache.seal(key)
+            tree_hash, sha256 = _hash_file(cache.path(key))
+            if os.path.getsize(cache.path(key)) != part_size:
+                raise Unrecoverable(f"cached part {index} has the wrong size")
+            if journaled is not None and tree_hash != journaled.tree_hash:
+                if not journaled.uploaded:
+                    raise Unrecoverable(f"cached part {index} does not match the tree hash "
+                                        "recorded when it was written (corrupt)")
+                log.warning("%s: cached part %d is corrupt; using the vault's copy",
+                            self.shown, index)
+                parts.append(_Part(index, journaled.size, journaled.tree_hash))
+                continue
+            parts.append(_Part(index, part_size, tree_hash, sha256, key))
+            self.fs.journal.part_sealed(self.entry.cache_key, index, part_size, tree_hash)
+        return parts
+
+    # ---- what the vault holds -------------------------------------------------------------
+
+    def _upload(self, parts: list[_Part], size: int) -> tuple[str, str]:
+        tree_hash = treehash.combine_hex([p.tree_hash for p in parts])
+        if self.entry.tree_hash and tree_hash != self.entry.tree_hash:
+            raise Unrecoverable(f"the cached parts hash to {tree_hash}, but the data written "
+                                f"hashed to {self.entry.tree_hash}")
+        vault = self.fs.vault
+        if self.upload_id is not None and self.entry.state == "closing" and all(
+                p.index in self.entry.parts and self.entry.parts[p.index].uploaded
+                for p in parts):
+            try:  # the crash may have come after Complete: repeating it gives the same archive
+                return vault.complete(self.upload_id, size, tree_hash), tree_hash
+            except Exception as error:
+                if not _client_error(error):
+                    raise
+        held = self._vault_parts()
+        for part in parts:
+            part.in_vault = held.get(part.index * self.part_size) == (part.size, part.tree_hash)
+        missing = [p for p in parts if not p.in_vault and p.key is None]
+        if missing:
+            raise Unrecoverable(f"part {missing[0].index} left the cache and the vault no "
+                                "longer has it")
+        if self.upload_id is None and len(parts) == 1:
+            return self._upload_single(parts[0]), tree_hash
+        if self.upload_id is None:
+            self.upload_id = vault.initiate(self.part_size, self._description())
+            self.fs.journal.initiated(self.entry.cache_key, self.upload_id)
+        for part in parts:
+            if not part.in_vault:
+                self._send(part)
+        return vault.complete(self.upload_id, size, tree_hash), tree_hash
+
+    def _vault_parts(self) -> dict[int, tuple[int, str]]:
+        if self.upload_id is None:
+            return {}
+        try:
+            return self.fs.vault.list_parts(self.upload_id)
+        except Exception as error:
+            if not is_not_found(error):
+                raise
+        log.warning("%s: the vault no longer has upload %s (expired or aborted); starting a "
+                    "new one from the cache", self.shown, self.upload_id)
+        self.upload_id = None
+        self.fs.journal.initiated(self.entry.cache_key, None)
+        return {}
+
+    def _send(self, part: _Part) -> None:
+        path = self.fs.cache.path(part.key)
+        confirmed = self.fs.vault.upload_part_file(self.upload_id, part.index * self.part_size,
+                                                   path, part.size, part.sha256, part.tree_hash)
+        if confirmed != part.tree_hash:
+            raise Unrecoverable(f"the vault computed tree hash {confirmed} for part "
+                                f"{part.index}, the cache has {part.tree_hash}")
+        self.fs.cache.mark_uploaded(part.key, 0)
+        self.fs.journal.part_uploaded(self.entry.cache_key, part.index, part.tree_hash)
+
+    def _upload_single(self, part: _Part) -> str:
+        if self.entry.single:
+            log.warning("%s: the crash came while it was sent as one archive; if that request "
+                        "had arrived, the vault now holds it twice (`glacierfs inventory` "
+                        "lists archives the catalog does not know)", self.shown)
+        archive_id = self.fs.vault.upload_archive_file(self.fs.cache.path(part.key),
+                                                       part.sha256, part.tree_hash,
+                                                       self._description())
+        self.fs.cache.mark_uploaded(part.key, 0)
+        return archive_id
+
+    def _description(self) -> str:
+        return describe(self.path, self.fs.catalog.inode(self.entry.ino).mtime_ns / 1e9)
+
+    # ---- giving up ------------------------------------------------------------------------
+
+    def _drop(self) -> None:
+        if self.upload_id is not None:
+            try:
+                self.fs.vault.abort(self.upload_id)
+            except Exception as error:
+                if not is_not_found(error):
+                    raise
+        for key in self.fs.cache.keys(f"{self.entry.cache_key}."):
+            self.fs.cache.discard(key)
+        self.fs.give_up(self.entry.cache_key, self.entry.ino)
+
+
+def _hash_file(path) -> tuple[str, str]:
+    """(tree hash, SHA-256) of a part file, in one read."""
+    tree = treehash.TreeHasher()
+    plain = hashlib.sha256()
+    with open(path, "rb") as src:
+        while chunk := src.read(treehash.CHUNK):
+            tree.update(chunk)
+            plain.update(chunk)
+    return tree.hexdigest(), plain.hexdigest()
+
+
+def _client_error(error: BaseException) -> bool:
+    return hasattr(error, "response") and "Error" in getattr(error, "response", {})
