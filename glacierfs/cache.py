@@ -1,7 +1,9 @@
 """Part files on the cache disk.
 
-A part lives in one of three places, and moves between them by rename, never by copy, so each
-byte written to the mount is written to the cache disk once:
+A part lives in one of three places, and moves between them by hard link, never by copy, so
+each byte written to the mount is written to the cache disk once. A move links the file into
+its new place, commits the new index row, and only then removes the old name: a crash at any
+point leaves at least one indexed copy (never a file that no index row names).
 
   staging/   being written: a plain file we pwrite() into at any offset
   pending    diskcache with eviction 'none': full and hashed, waiting for or being uploaded.
@@ -26,20 +28,21 @@ log = logging.getLogger(__name__)
 
 
 class _MovedFile:
-    """A value for diskcache that is an existing file to be renamed into the cache."""
+    """A value for diskcache that is an existing file to be linked into the cache."""
 
     def __init__(self, path: str) -> None:
         self.path = path
 
 
-class _RenamingDisk(diskcache.Disk):
-    """diskcache storage that adopts a finished part file by rename instead of copying it."""
+class _LinkingDisk(diskcache.Disk):
+    """diskcache storage that adopts a finished part file by hard link instead of copying it;
+    the caller removes the old name once the new row is committed."""
 
     def store(self, value, read, key=diskcache.core.UNKNOWN):
         if isinstance(value, _MovedFile):
             filename, full_path = self.filename(key, value)
             os.makedirs(os.path.dirname(full_path), exist_ok=True)
-            os.rename(value.path, full_path)
+            os.link(value.path, full_path)
             return os.path.getsize(full_path), MODE_BINARY, filename, None
         return super().store(value, read, key)
 
@@ -50,13 +53,14 @@ class PartCache:
         self.size_limit = size_limit
         self.staging = self.directory / "staging"
         self.staging.mkdir(parents=True, exist_ok=True)
+        # synchronous=FULL: a committed index row survives a power cut, not only kill -9.
         self.pending = diskcache.Cache(
-            str(self.directory / "pending"), disk=_RenamingDisk, eviction_policy="none",
-            size_limit=1 << 62,
+            str(self.directory / "pending"), disk=_LinkingDisk, eviction_policy="none",
+            size_limit=1 << 62, sqlite_synchronous=2,
         )
         self.uploaded = diskcache.Cache(
-            str(self.directory / "uploaded"), disk=_RenamingDisk,
-            eviction_policy="least-recently-used", size_limit=size_limit,
+            str(self.directory / "uploaded"), disk=_LinkingDisk,
+            eviction_policy="least-recently-used", size_limit=size_limit, sqlite_synchronous=2,
         )
         self._room = threading.Condition()
         self._reserved = 0  # bytes of parts in staging or pending
@@ -115,7 +119,9 @@ class PartCache:
 
     def seal(self, key: str) -> str:
         """staging -> pending (the part is full); returns its new path."""
-        self.pending.set(key, _MovedFile(str(self.staging_path(key))))
+        staged = self.staging_path(key)
+        self.pending.set(key, _MovedFile(str(staged)))
+        staged.unlink()
         return self._cached_path(self.pending, key)
 
     def mark_uploaded(self, key: str, nbytes: int) -> None:
@@ -133,8 +139,8 @@ class PartCache:
         for cache in (self.pending, self.uploaded):
             path = self._cached_path(cache, key)
             if path is not None:
-                os.rename(path, target)
-                cache.delete(key)
+                os.link(path, target)
+                cache.delete(key)  # removes the row and the old name
                 return True
         return False
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 from . import treehash
@@ -43,13 +44,15 @@ class _Part:
     size: int
     tree_hash: str
     sha256: str = ""
-    key: str | None = None  # its file in the cache, if the cache has it
+    key: str | None = None  # its file in the cache, if the cache has it (and it is sound)
     in_vault: bool = False  # the upload in the vault has this part with this hash
+    corrupt: bool = False  # the cache has it, but not as it was written
 
 
 def recover(fs) -> int:
     """Finish or settle every journaled upload of `fs` (a GlacierFS), then delete doomed
     archives. Returns how many uploads were settled."""
+    _remove_hidden_leftovers(fs)
     entries = fs.journal.entries()
     if entries:
         log.info("finishing %d upload(s) interrupted by a crash", len(entries))
@@ -68,6 +71,24 @@ def find_orphans(vault, journal) -> list[dict]:
     for upload in orphans:
         upload["Path"] = described_path(upload.get("ArchiveDescription") or "")
     return orphans
+
+
+# libfuse renames a file that is unlinked while open to .fuse_hiddenINOCOUNT and unlinks that
+# at the last close. No file is open before a mount starts, so any such name is a file that
+# was deleted while open when the daemon died: finish the deletion.
+_HIDDEN = re.compile(rb"\.fuse_hidden[0-9a-f]{16}")
+
+
+def _remove_hidden_leftovers(fs) -> None:
+    rows = fs.catalog.db.query("SELECT parent, name FROM entries WHERE "
+                               "substr(name, 1, 12) = CAST('.fuse_hidden' AS BLOB)")
+    for row in rows:
+        name = bytes(row["name"])
+        if _HIDDEN.fullmatch(name):
+            path = fs.catalog.path_of(row["parent"]).rstrip(b"/") + b"/" + name
+            log.info("%s: deleted while open when the mount stopped; removing it",
+                     path.decode("utf-8", "backslashreplace"))
+            fs.unlink(path)
 
 
 def _settle_unjournaled_writers(fs) -> None:
@@ -118,7 +139,8 @@ class _Recovery:
     def _cached_parts(self) -> dict[int, str]:
         """index -> cache key of every part file of this upload still in the cache."""
         prefix = f"{self.entry.cache_key}."
-        return {int(key[len(prefix):]): key for key in self.fs.cache.keys(prefix)}
+        return {int(key[len(prefix):]): key for key in self.fs.cache.keys(prefix)
+                if self.fs.cache.path(key) is not None}
 
     def _size(self, local: dict[int, str]) -> int:
         if self.entry.state == "closing":
@@ -157,9 +179,7 @@ class _Recovery:
             if key is None and journaled is None:  # never written: a hole of zeros
                 key = f"{self.entry.cache_key}.{index}"
                 open(cache.staging_path(key), "wb").close()
-            if key is None:
-                if not journaled.uploaded:
-                    raise Unrecoverable(f"part {index} is neither in the cache nor in the vault")
+            if key is None:  # only the vault can have it (checked against ListParts later)
                 parts.append(_Part(index, journaled.size, journaled.tree_hash))
                 continue
             staged = cache.staging_path(key)
@@ -170,12 +190,10 @@ class _Recovery:
             if os.path.getsize(cache.path(key)) != part_size:
                 raise Unrecoverable(f"cached part {index} has the wrong size")
             if journaled is not None and tree_hash != journaled.tree_hash:
-                if not journaled.uploaded:
-                    raise Unrecoverable(f"cached part {index} does not match the tree hash "
-                                        "recorded when it was written (corrupt)")
-                log.warning("%s: cached part %d is corrupt; using the vault's copy",
-                            self.shown, index)
-                parts.append(_Part(index, journaled.size, journaled.tree_hash))
+                # Corrupt. The vault may still have the part as written (checked later).
+                log.warning("%s: cached part %d does not match the tree hash recorded when it "
+                            "was written", self.shown, index)
+                parts.append(_Part(index, journaled.size, journaled.tree_hash, corrupt=True))
                 continue
             parts.append(_Part(index, part_size, tree_hash, sha256, key))
             self.fs.journal.part_sealed(self.entry.cache_key, index, part_size, tree_hash)
@@ -202,8 +220,11 @@ class _Recovery:
             part.in_vault = held.get(part.index * self.part_size) == (part.size, part.tree_hash)
         missing = [p for p in parts if not p.in_vault and p.key is None]
         if missing:
-            raise Unrecoverable(f"part {missing[0].index} left the cache and the vault no "
-                                "longer has it")
+            part = missing[0]
+            raise Unrecoverable(
+                f"cached part {part.index} is corrupt and the vault does not have it"
+                if part.corrupt else
+                f"part {part.index} left the cache and the vault does not have it")
         if self.upload_id is None and len(parts) == 1:
             return self._upload_single(parts[0]), tree_hash
         if self.upload_id is None:
