@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -149,9 +150,10 @@ class PartCache:
         them). False if there was nothing to give up."""
         if not len(self.uploaded):
             return False
-        log.warning("cache disk full: dropping %d uploaded part(s) kept for reading",
-                    len(self.uploaded))
-        self.uploaded.clear()
+        keys = list(self.uploaded.iterkeys())
+        log.warning("cache disk full: dropping %d uploaded part(s) kept for reading", len(keys))
+        for key in keys:
+            self.discard(key)
         return True
 
     def sync_directories(self) -> None:
@@ -176,10 +178,22 @@ class PartCache:
                          and k.startswith(prefix))
         return sorted(found)
 
+    def unsent_keys(self) -> list[str]:
+        """Keys of every part in staging or pending."""
+        return sorted({p.name for p in self.staging.iterdir()} | set(self.pending.iterkeys()))
+
     def discard(self, key: str) -> None:
+        """Forget a part wherever it is. The bytes go first and the index rows after: on a
+        full disk, deleting a row needs room, which removing the file makes."""
         self.staging_path(key).unlink(missing_ok=True)
-        self.pending.delete(key)
-        self.uploaded.delete(key)
+        for cache in (self.pending, self.uploaded):
+            path = self._cached_path(cache, key)
+            if path is not None:
+                os.unlink(path)
+            try:
+                cache.delete(key)
+            except sqlite3.OperationalError as error:  # a row naming no file: harmless
+                log.warning("cache index: could not forget part %s: %s", key, error)
 
     def _trim_uploaded(self) -> None:
         room = max(self.size_limit - self.reserved, 0)

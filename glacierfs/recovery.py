@@ -59,6 +59,7 @@ def recover(fs) -> int:
     for entry in entries:
         _Recovery(fs, entry).run()
     _settle_unjournaled_writers(fs)
+    _sweep_unsent_parts(fs)
     fs.delete_archives()
     return len(entries)
 
@@ -89,6 +90,14 @@ def _remove_hidden_leftovers(fs) -> None:
             log.info("%s: deleted while open when the mount stopped; removing it",
                      path.decode("utf-8", "backslashreplace"))
             fs.unlink(path)
+
+
+def _sweep_unsent_parts(fs) -> None:
+    # Every upload is settled now, so nothing in staging or pending belongs to anyone: these
+    # are parts a failed file could not remove (a full disk), or index rows naming no file.
+    for key in fs.cache.unsent_keys():
+        log.info("cache: removing leftover part %s", key)
+        fs.cache.discard(key)
 
 
 def _settle_unjournaled_writers(fs) -> None:
@@ -211,7 +220,11 @@ class _Recovery:
                 p.index in self.entry.parts and self.entry.parts[p.index].uploaded
                 for p in parts):
             try:  # the crash may have come after Complete: repeating it gives the same archive
-                return vault.complete(self.upload_id, size, tree_hash), tree_hash
+                archive_id = vault.complete(self.upload_id, size, tree_hash)
+                for part in parts:
+                    if part.key is not None:
+                        self.fs.cache.mark_uploaded(part.key, 0)
+                return archive_id, tree_hash
             except Exception as error:
                 if not _client_error(error):
                     raise
@@ -233,6 +246,8 @@ class _Recovery:
         for part in parts:
             if not part.in_vault:
                 self._send(part)
+            elif part.key is not None:  # sent before the crash: cache it as uploaded
+                self.fs.cache.mark_uploaded(part.key, 0)
         return vault.complete(self.upload_id, size, tree_hash), tree_hash
 
     def _vault_parts(self) -> dict[int, tuple[int, str]]:

@@ -166,7 +166,8 @@ class FileUpload:
         except FsError:
             raise
         except Exception as error:  # the cache or journal failed under us: the file is lost
-            self._fail(FsError(errno_for(error), f"{self.path}: write failed: {error}"))
+            err = errno_for(error)
+            self._fail(FsError(err, f"{self.path}: write failed: {os.strerror(err)} ({error})"))
             raise self.error from None
         return len(data)
 
@@ -539,7 +540,11 @@ class FileUpload:
                 log.warning("%s: could not abort upload %s: %s", self.path, upload_id, error)
         for part in parts:
             if part.state != "uploaded":
-                self.cache.discard(part.key)
+                try:
+                    self.cache.discard(part.key)
+                except OSError as error:  # left for the next mount's recovery to drop
+                    log.warning("%s: could not remove part %d from the cache: %s", self.path,
+                                part.index, error)
                 self.cache.release(self.part_size)
 
 

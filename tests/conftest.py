@@ -55,8 +55,9 @@ class ServeProcess:
         )
         line = self.proc.stdout.readline().strip()
         if not line.startswith("http://"):
-            self.stop()
-            raise RuntimeError(f"glacierfs serve did not start: {line!r} {self.proc.stderr.read()}")
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=30)
+            raise RuntimeError(f"glacierfs serve did not start: {line!r} {err}")
         self.endpoint_url = line
 
     def client(self, **kwargs):

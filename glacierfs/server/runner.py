@@ -108,12 +108,18 @@ class LocalVaultServer:
         self._http.expiration_interval = 0.05
         # Parts are up to 4 GiB; cheroot's own body limit would refuse them.
         self._http.max_request_body_size = 0
+        if self.config.port:
+            # A service restarted after kill -9 gets its port back at once: the killed one's
+            # connections can hold it for minutes (FIN-WAIT, while clients have not noticed).
+            # SO_REUSEPORT would also let two live services share the port, so refuse that.
+            _refuse_if_listening(self.config.host, self.config.port)
+            self._http.reuse_port = True
         try:
             self._http.prepare()
         except OSError as error:
             self.app.close()
             raise UserError(
-                f"cannot listen on {self.config.host}:{self.config.port}: {error.strerror}"
+                f"cannot listen on {self.config.host}:{self.config.port}: {error.strerror or error}"
             ) from None
         self._thread = threading.Thread(target=self._http.serve, name="glacierfs-serve",
                                         daemon=True)
@@ -199,6 +205,15 @@ class LocalVaultServer:
     def reset_stats(self) -> None:
         assert self.app is not None, "server not started"
         self.app.faults.reset_counts()
+
+
+def _refuse_if_listening(host: str, port: int) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            pass
+    except OSError:
+        return  # nobody answers: free, or held only by a dead service's sockets
+    raise UserError(f"cannot listen on {host}:{port}: another service is listening there")
 
 
 def remote_stats(endpoint_url: str) -> dict:
