@@ -95,18 +95,34 @@ def serve(data_dir: Path, log_level: str, **options) -> None:
         click.echo("glacierfs serve: stopped", err=True)
 
 
+def vault_options(command):
+    """The options that say which vault, with which credentials, and which cache: shared by
+    `mount` and `uploads`, which must agree on them."""
+    for option in reversed([
+        click.option("--endpoint-url",
+                     help="Glacier endpoint (default: the AWS one for the region)."),
+        click.option("--region", help="AWS region (default: from the AWS config chain)."),
+        click.option("--profile", help="AWS profile for credentials and region."),
+        click.option("--local", "local_dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Run the local vault service in-process, storing in this directory."),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Part cache and catalog [default: ~/.cache/glacierfs/VAULT, or "
+                          "LOCAL/mount-cache/VAULT with --local]."),
+    ]):
+        command = option(command)
+    return command
+
+
+def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
+    return (local_dir / "mount-cache" / vault if local_dir is not None
+            else Path.home() / ".cache" / "glacierfs" / vault)
+
+
 @cli.command()
 @click.argument("vault")
 @click.argument("mountpoint", type=click.Path(path_type=Path))
-@click.option("--endpoint-url", help="Glacier endpoint (default: the AWS one for the region).")
-@click.option("--region", help="AWS region (default: from the AWS config chain).")
-@click.option("--profile", help="AWS profile for credentials and region.")
+@vault_options
 @click.option("--create-vault", is_flag=True, help="Create the vault if it does not exist.")
-@click.option("--local", "local_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Run the local vault service in-process, storing in this directory.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Part cache and catalog [default: ~/.cache/glacierfs/VAULT, or "
-                   "LOCAL/mount-cache/VAULT with --local].")
 @click.option("--cache-size", default="2GiB", show_default=True,
               help="Disk the cache may use; writes wait when it is full of unsent parts.")
 @click.option("--part-size", default="64MiB", show_default=True,
@@ -129,9 +145,7 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
     from .config import CacheConfig, VaultConfig, parse_size
     from .mount import MountOptions, parse_fuse_options, run
 
-    if cache_dir is None:
-        cache_dir = (local_dir / "mount-cache" / vault if local_dir is not None
-                     else Path.home() / ".cache" / "glacierfs" / vault)
+    cache_dir = cache_dir or default_cache_dir(vault, local_dir)
     options = MountOptions(
         vault=VaultConfig(vault, endpoint_url=endpoint_url, region=region, profile=profile,
                           create_vault=create_vault),
@@ -161,10 +175,51 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
 @cli.command()
 @click.argument("mountpoint", type=click.Path(path_type=Path))
 def umount(mountpoint: Path) -> None:
-    """Wait for pending uploads, then unmount."""
+    """Unmount, then wait for pending uploads (with progress bars while any are pending)."""
     from .mount import umount as do_umount
+    from .progress import UmountProgress
 
-    do_umount(mountpoint.absolute())
+    with UmountProgress(mountpoint.absolute()) as progress:
+        do_umount(mountpoint.absolute(), progress=progress)
+
+
+@cli.command()
+@click.argument("vault")
+@vault_options
+@click.option("--abort", "abort", metavar="UPLOAD_ID", multiple=True,
+              help="Abort this upload (repeatable). Refused for an upload the journal of "
+                   "this cache knows, unless --force.")
+@click.option("--abort-orphans", is_flag=True,
+              help="Abort every upload the journal of this cache does not know.")
+@click.option("--force", is_flag=True,
+              help="Allow --abort of an upload the journal knows (its mount's file then "
+                   "fails), and --abort-orphans without a catalog in the cache dir.")
+def uploads(vault: str, endpoint_url, region, profile, local_dir, cache_dir, abort,
+            abort_orphans, force) -> None:
+    """List the multipart uploads in progress in VAULT, or abort some.
+
+    Each is listed with the path its description names, its part size, creation date, the
+    parts the vault holds, and whether this cache's journal knows it ("ours": a running or
+    crashed mount of this cache will finish it) or not ("orphan").
+    """
+    from .config import VaultConfig
+    from .uploads import run as run_uploads
+
+    run_uploads(VaultConfig(vault, endpoint_url=endpoint_url, region=region, profile=profile),
+                (cache_dir or default_cache_dir(vault, local_dir)).absolute(),
+                local_dir.absolute() if local_dir is not None else None,
+                abort, abort_orphans, force)
+
+
+@cli.command()
+@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.option("--watch", is_flag=True,
+              help="Refresh every second until no upload is pending.")
+def status(mountpoint: Path, watch: bool) -> None:
+    """Pending uploads of a mount (progress bars: bytes, parts, rate) and its cache use."""
+    from .progress import show_status
+
+    show_status(mountpoint.absolute(), watch)
 
 
 # `-o` keys that are glacierfs options when mounted from /etc/fstab (mount.fuse runs

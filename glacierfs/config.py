@@ -36,6 +36,15 @@ def parse_size(text: str, what: str) -> int:
     return int(match.group(1)) * _UNITS[unit]
 
 
+def format_size(size: float) -> str:
+    """1536 -> '1.5 KiB': binary units, as parse_size reads them."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
 def check_part_size(size: int) -> int:
     if size < MiB or size > 4 * GiB or size & (size - 1):
         raise UserError(

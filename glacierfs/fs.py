@@ -72,6 +72,17 @@ class GlacierFS:
                 pass
         self.pool.shutdown()
 
+    def status(self) -> dict:
+        """What `glacierfs status` shows (statusfile.py): each open writer's progress, and the
+        cache use in bytes."""
+        with self._lock:
+            writers = list(self._writers.values())
+        return {
+            "writers": [writer.progress() for writer in writers],
+            "cache": {"reserved": self.cache.reserved, "uploaded": self.cache.uploaded.volume(),
+                      "limit": self.cache.size_limit},
+        }
+
     # ---- attributes and directories -------------------------------------------------------
 
     def getattr(self, path: bytes) -> dict:

@@ -64,13 +64,18 @@ def pid_file(mountpoint: Path) -> Path:
 
 
 def is_mounted(mountpoint: Path) -> bool:
+    return mount_type(mountpoint) is not None
+
+
+def mount_type(mountpoint: Path) -> str | None:
+    """The file system type mounted on `mountpoint` ('fuse.glacierfs' for ours), or None."""
     target = str(canonical(mountpoint))
     with open("/proc/self/mounts") as mounts:
         for line in mounts:
             fields = line.split()
-            if len(fields) > 1 and fields[1].encode().decode("unicode_escape") == target:
-                return True
-    return False
+            if len(fields) > 2 and fields[1].encode().decode("unicode_escape") == target:
+                return fields[2]
+    return None
 
 
 def parse_fuse_options(values: tuple[str, ...]) -> dict:
@@ -217,7 +222,11 @@ def _serve(options: MountOptions, report: int | None) -> None:
         raise
 
     def make_fs() -> GlacierFS:
+        from .statusfile import StatusWriter  # it imports this module
+
         pid_file(options.mountpoint).write_text(str(os.getpid()))
+        # `glacierfs status` reads what this thread writes; stopped first at destroy.
+        state["closers"].insert(0, StatusWriter(fs, options.mountpoint).start().stop)
         log.info("mounted vault %s on %s (cache %s, part size %d, %d upload threads)",
                  options.vault.vault, options.mountpoint, options.cache.directory,
                  options.cache.part_size, options.cache.upload_threads)
@@ -279,7 +288,7 @@ def _open(options: MountOptions, state: dict) -> tuple[GlacierFS, list[str]]:
             log.warning("aborted orphan %s", what)
         else:
             log.warning("orphan %s: in the vault, unknown to this catalog; `glacierfs uploads "
-                        "%s --all-orphans --abort` or mount with --abort-orphans to abort it",
+                        "%s --abort-orphans` or mount with --abort-orphans to abort it",
                         what, options.vault.vault)
     if orphans:
         verb = "aborted" if options.abort_orphans else "found"
@@ -288,8 +297,9 @@ def _open(options: MountOptions, state: dict) -> tuple[GlacierFS, list[str]]:
     return fs, notices
 
 
-def umount(mountpoint: Path, timeout: float | None = None) -> None:
-    """Unmount, then wait for the daemon to finish its uploads and exit."""
+def umount(mountpoint: Path, timeout: float | None = None, progress=None) -> None:
+    """Unmount, then wait for the daemon to finish its uploads and exit, calling progress()
+    (if given) every tenth of a second meanwhile."""
     if not is_mounted(mountpoint):
         raise UserError(f"{mountpoint} is not mounted")
     pid_path = pid_file(mountpoint)
@@ -306,6 +316,8 @@ def umount(mountpoint: Path, timeout: float | None = None) -> None:
     while _alive(pid):
         if deadline is not None and time.monotonic() > deadline:
             raise UserError(f"glacierfs daemon {pid} is still finishing uploads")
+        if progress is not None:
+            progress()
         time.sleep(0.1)
 
 

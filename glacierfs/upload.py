@@ -129,6 +129,7 @@ class FileUpload:
         self.archive_id: str | None = None
         self.tree_hash: str | None = None
         self.modified_ns = time.time_ns()
+        self.started = time.time()  # for the upload rate `glacierfs status` shows
         self.writes = 0  # write() calls so far; close policy in fs.py
         # The archive's tree hash, fed each part's leaves as parts seal in order. None once a
         # sealed part was rewritten: its old leaves are in it, so close rebuilds from parts.
@@ -513,6 +514,31 @@ class FileUpload:
             self.state = "complete"
         log.info("%s: archived, %d bytes, %d part(s)", self.path, self.size, len(self.parts))
         return archive_id
+
+    def progress(self) -> dict:
+        """A snapshot for `glacierfs status` (statusfile.py). The lock is held across an
+        InitiateMultipartUpload request, so this waits for it only briefly: without it, a
+        count may be one part state behind, which a progress display can live with."""
+        locked = self.lock.acquire(timeout=0.05)
+        try:
+            parts = list(self.parts.values())
+            states = [part.state for part in parts]
+            return {
+                "id": self.cache_key,
+                "path": self.path,
+                "started": self.started,
+                "state": self.state,
+                "upload_id": self.upload_id,
+                "size": self.size,
+                "parts": max(len(parts), -(-self.size // self.part_size)),
+                "parts_uploaded": states.count("uploaded"),
+                "parts_in_flight": states.count("uploading"),
+                "parts_queued": states.count("queued"),
+                "bytes_uploaded": sum(p.size for p in parts if p.state == "uploaded"),
+            }
+        finally:
+            if locked:
+                self.lock.release()
 
     def part_hashes(self) -> list[tuple[int, str]]:
         return [(p.size, p.tree_hash) for p in self._ordered_parts()]

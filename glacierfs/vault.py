@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import logging
+from contextlib import contextmanager
+from typing import Iterator
 
 import boto3
 import botocore.exceptions
@@ -70,26 +72,13 @@ class Vault:
 
     # ---- vault ----------------------------------------------------------------------------
 
-    def check(self, create: bool) -> None:
-        """Make sure the vault is reachable and exists (or create it); UserError otherwise."""
-        try:
+    def check(self, create: bool, missing: str = " (use --create-vault to create it)") -> None:
+        """Make sure the vault is reachable and exists (or create it); UserError otherwise.
+        `missing` is added to the message for a vault that does not exist."""
+        with user_errors(self.name, missing):
             if create:
                 self.client.create_vault(vaultName=self.name)
             self.client.describe_vault(vaultName=self.name)
-        except botocore.exceptions.NoCredentialsError:
-            raise UserError("no AWS credentials found (environment, profile or config "
-                            "files)") from None
-        except botocore.exceptions.EndpointConnectionError as error:
-            raise UserError(f"cannot reach the Glacier endpoint: {error}") from None
-        except botocore.exceptions.ClientError as error:
-            code = error.response["Error"]["Code"]
-            if code == "ResourceNotFoundException":
-                raise UserError(f"vault {self.name!r} does not exist (use --create-vault to "
-                                "create it)") from None
-            raise UserError(f"vault {self.name!r}: {code}: "
-                            f"{error.response['Error'].get('Message', '')}") from None
-        except botocore.exceptions.BotoCoreError as error:
-            raise UserError(f"cannot use vault {self.name!r}: {error}") from None
 
     # ---- archives -------------------------------------------------------------------------
 
@@ -176,3 +165,24 @@ def is_not_found(error: BaseException) -> bool:
     """The vault does not know the archive or upload (deleted, aborted, expired)."""
     return (isinstance(error, botocore.exceptions.ClientError)
             and error.response["Error"]["Code"] == "ResourceNotFoundException")
+
+
+@contextmanager
+def user_errors(vault: str, missing: str = "") -> Iterator[None]:
+    """botocore's errors inside the block become one-line UserErrors about `vault`; `missing`
+    is added to the message for a vault that does not exist."""
+    try:
+        yield
+    except botocore.exceptions.NoCredentialsError:
+        raise UserError("no AWS credentials found (environment, profile or config "
+                        "files)") from None
+    except botocore.exceptions.EndpointConnectionError as error:
+        raise UserError(f"cannot reach the Glacier endpoint: {error}") from None
+    except botocore.exceptions.ClientError as error:
+        code = error.response["Error"]["Code"]
+        if code == "ResourceNotFoundException":
+            raise UserError(f"vault {vault!r} does not exist{missing}") from None
+        raise UserError(f"vault {vault!r}: {code}: "
+                        f"{error.response['Error'].get('Message', '')}") from None
+    except botocore.exceptions.BotoCoreError as error:
+        raise UserError(f"cannot use vault {vault!r}: {error}") from None
