@@ -18,7 +18,7 @@ from .fs import GlacierFS
 # installed it would pick libfuse 2, whose high-level API drops an mtime-only setattr.
 os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
 import mfusepy  # noqa: E402
-from mfusepy import FUSE, FuseOSError, Operations, fuse_get_context  # noqa: E402
+from mfusepy import FUSE, FuseOSError, Operations, fuse_exit, fuse_get_context  # noqa: E402
 
 if mfusepy.fuse_version_major != 3:
     raise OSError(f"libfuse 3 is needed, found libfuse {mfusepy.fuse_version_major}")
@@ -77,8 +77,29 @@ _TIME_KEYS = {"st_atime_ns": "st_atime", "st_mtime_ns": "st_mtime", "st_ctime_ns
 
 
 class GlacierFuse(FUSE):
-    """mfusepy's FUSE, except that rename keeps its flags: mfusepy drops them, which would turn
-    renameat2(RENAME_EXCHANGE) into a rename that replaces (and deletes) the target."""
+    """mfusepy's FUSE, with two fixes:
+
+    - A failure in init() unmounts, and the constructor raises it. mfusepy's wrapper spares only
+      a callback named "init" from its error handling (on libfuse 3 it is init_fuse_3), so the
+      error would be logged and the mount left serving without a core.
+    - rename keeps its flags: mfusepy drops them, which would turn renameat2(RENAME_EXCHANGE)
+      into a rename that replaces (and deletes) the target.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._init_error: BaseException | None = None
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if self._init_error is not None:
+                raise self._init_error
+
+    def init_fuse_3(self, conn, config) -> None:
+        try:
+            super().init_fuse_3(conn, config)
+        except BaseException as error:
+            self._init_error = error
+            fuse_exit()
 
     def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
         # RENAME_NOREPLACE is safe as a plain rename: the kernel has looked the new name up
@@ -99,7 +120,7 @@ class GlacierOperations(Operations):
         self._on_destroy = on_destroy
         self.fs: GlacierFS | None = None
 
-    # ---- lifecycle: a failure here stops the mount (mfusepy raises it from FUSE()) ---------
+    # ---- lifecycle: a failure here stops the mount (GlacierFuse raises it) ---------------
 
     def init(self, path):
         self.fs = self._make_fs()

@@ -110,6 +110,13 @@ def test_libfuse_2_is_refused(attempt, serve):
     assert_refused(attempt("--create-vault", env=env), "libfuse 3 is needed", "found libfuse 2")
 
 
+def test_failure_inside_init_unmounts_and_is_reported(attempt, tmp_path):
+    # Only init(), after libfuse has mounted, opens the catalog: a broken one fails there.
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "catalog.sqlite3").write_bytes(b"not sqlite " * 500)
+    assert_refused(attempt("--create-vault"), "not a database")
+
+
 def test_mountpoint_already_mounted(mount, serve, tmp_path):
     m = mount()
     (m.path / "kept").write_bytes(b"still here")
