@@ -1,6 +1,6 @@
 """The filesystem: operations on paths and handles over the catalog, cache and uploads.
 
-Imports no FUSE module: fuse_ops.py adapts it to fusepy, and tests drive it directly. Paths and
+Imports no FUSE module: fuse_ops.py adapts it to mfusepy (libfuse 3), and tests drive it directly. Paths and
 names are bytes. Every refusal is an FsError with an errno (errors.py).
 
 Close policy (docs/SEMANTICS.md): a file opened for writing becomes its archive on the first

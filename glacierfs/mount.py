@@ -197,11 +197,9 @@ def _report(fd: int | None, message: str) -> None:
 def _serve(options: MountOptions, report: int | None) -> None:
     """Check, then run FUSE in this process's foreground until unmounted."""
     try:
-        from fuse import FUSE
-
-        from .fuse_ops import ENCODING, GlacierOperations
-    except OSError:
-        raise UserError("libfuse 2 is not installed (Debian: apt-get install libfuse2 fuse3; "
+        from .fuse_ops import ENCODING, GlacierFuse, GlacierOperations
+    except OSError as error:
+        raise UserError(f"libfuse 3 is not usable: {error} (Debian: apt-get install fuse3; "
                         "or run scripts/setup.sh)") from None
 
     check(options)
@@ -232,24 +230,22 @@ def _serve(options: MountOptions, report: int | None) -> None:
                  options.cache.part_size, options.cache.upload_threads)
         return fs
 
+    # libfuse 3 has no big_writes, atomic_o_trunc or max_write options: it asks the kernel for
+    # atomic O_TRUNC itself (O_TRUNC arrives with open(), not as a truncate(0) before it, so a
+    # failed overwrite keeps the old content) and for writes of up to 1 MiB.
     fuse_options = {
         "fsname": f"glacierfs:{options.vault.vault}",
         "subtype": "glacierfs",
         "default_permissions": True,
-        "big_writes": True,
-        # O_TRUNC arrives with open(), not as a separate truncate(0) before it: a failed
-        # overwrite must keep the old content.
-        "atomic_o_trunc": True,
-        "max_write": 131072,
         **options.fuse_options,
     }
     operations = GlacierOperations(make_fs,
                                    on_init=lambda: _report(report, "\n".join(["OK", *notices])),
                                    on_destroy=on_destroy)
     try:
-        FUSE(operations, str(options.mountpoint), foreground=True, nothreads=False,
-             encoding=ENCODING, **fuse_options)
-    except RuntimeError as error:  # fusepy: libfuse could not mount
+        GlacierFuse(operations, str(options.mountpoint), foreground=True, nothreads=False,
+                    encoding=ENCODING, **fuse_options)
+    except RuntimeError as error:  # mfusepy: libfuse could not mount
         raise UserError(f"cannot mount {options.mountpoint}: {error}") from None
 
 

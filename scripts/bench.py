@@ -16,9 +16,9 @@ is a ratio of two measurements taken in this one run. MB/s = 10^6 bytes per seco
      parts read from the file on 4 threads, botocore computing both hashes itself, complete
      with the tree hash combined from the part checksums. Timed from initiate to complete.
      Goal: glacierfs cp MB/s >= 0.9 x this.
-   - `cp` into a minimal fusepy passthrough filesystem (below) that only writes to local disk,
-     with the FUSE settings glacierfs uses (multi-threaded, big_writes, max_write=128 KiB): what
-     a Python FUSE filesystem can take in here. Goal: glacierfs >= 0.8 x this.
+   - `cp` into a minimal mfusepy passthrough filesystem (below) that only writes to local disk,
+     with the FUSE settings glacierfs uses (libfuse 3, multi-threaded, its default 1 MiB
+     max_write): what a Python FUSE filesystem can take in here. Goal: glacierfs >= 0.8 x this.
    "finish": the seconds after the data was all handed over: for cp, from the moment the file
    in the mount has its full size (polled every 50 ms) until cp exits, i.e. close(2); for
    boto3, the CompleteMultipartUpload call. CPU columns: cores busy while timed (CPU seconds /
@@ -74,13 +74,16 @@ PREWARM = True  # --no-prewarm turns it off
 # argv: BACKING_DIR MOUNTPOINT. Every operation cp needs, straight to the backing directory.
 PASSTHROUGH_FS = r"""
 import os, sys
-from fuse import FUSE, Operations
+os.environ["FUSE_LIBRARY_NAME"] = "fuse3"  # as glacierfs/fuse_ops.py
+from mfusepy import FUSE, Operations
 class Passthrough(Operations):
+    use_ns = True
     def __init__(self, root): self.root = root
     def getattr(self, path, fh=None):
-        st = os.lstat(self.root + path)  # fusepy turns OSError into -errno
-        return {k: getattr(st, k) for k in ("st_mode", "st_nlink", "st_uid", "st_gid",
-                                            "st_size", "st_atime", "st_mtime", "st_ctime")}
+        st = os.lstat(self.root + path)  # mfusepy turns OSError into -errno
+        return {k.removesuffix("_ns"): getattr(st, k) for k in (
+            "st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_atime_ns", "st_mtime_ns",
+            "st_ctime_ns")}
     def create(self, path, mode, fi=None):
         return os.open(self.root + path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     def open(self, path, flags): return os.open(self.root + path, flags)
@@ -88,8 +91,7 @@ class Passthrough(Operations):
     def truncate(self, path, length, fh=None): os.truncate(self.root + path, length)
     def flush(self, path, fh): return 0
     def release(self, path, fh): os.close(fh); return 0
-FUSE(Passthrough(sys.argv[1]), sys.argv[2], foreground=True, nothreads=False, big_writes=True,
-     max_write=131072)
+FUSE(Passthrough(sys.argv[1]), sys.argv[2], foreground=True, nothreads=False)
 """
 
 
@@ -174,7 +176,7 @@ def unmount(mountpoint: Path, pid: int | None, graceful: list[str]) -> None:
     finally:
         if is_mounted(mountpoint):
             subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
-            subprocess.run(["fusermount", "-uz", str(mountpoint)], capture_output=True)
+            subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True)
         if pid is not None:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -314,7 +316,7 @@ def passthrough_cp(tmp: Path, name: str, source: Path, size: int) -> dict:
             raise RuntimeError(f"the passthrough FS did not mount: {log.read_text()[-2000:]}")
         return timed_cp(source, mnt / "file.bin", size, proc.pid, None)
     finally:
-        unmount(mnt, None, ["fusermount", "-u", str(mnt)])
+        unmount(mnt, None, ["fusermount3", "-u", str(mnt)])
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

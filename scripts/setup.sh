@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Set up everything glacierfs needs on a fresh Debian machine, idempotently:
-# FUSE (libfuse2 for fusepy, fuse3 for fusermount3 and mount.fuse), rsync, and a virtualenv in
+# FUSE 3 (libfuse3 for mfusepy, fusermount3 and mount.fuse), rsync, and a virtualenv in
 # .venv with glacierfs and its test extras installed in editable mode; as root, a link
 # /usr/local/bin/glacierfs so fstab mounts (mount.fuse) find the command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2' || need_apt+=(libfuse2)
-command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+# The fuse3 package brings the library too: libfuse3-3 (libfuse3.so.3, Debian 12) or libfuse3-4
+# (libfuse3.so.4, Debian 13).
+have_libfuse3() { ldconfig -p 2>/dev/null | grep 'libfuse3\.so\.' >/dev/null; }
+command -v fusermount3 >/dev/null 2>&1 && have_libfuse3 || need_apt+=(fuse3)
 command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

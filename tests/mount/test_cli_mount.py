@@ -4,6 +4,7 @@ exit with nothing mounted; --local mounts keep their catalog across mounts."""
 from __future__ import annotations
 
 import configparser
+import ctypes.util
 import os
 import socket
 import subprocess
@@ -94,6 +95,26 @@ def test_mountpoint_is_a_file(attempt, tmp_path):
     path.write_text("not a directory")
     assert_refused(attempt("--create-vault", mountpoint=path), "not a directory")
     assert path.read_text() == "not a directory"
+
+
+def test_libfuse_3_missing(attempt, serve, tmp_path):
+    env = aws_env(serve.data_dir)
+    env["FUSE_LIBRARY_PATH"] = str(tmp_path / "libfuse3.so.3")  # mfusepy loads this one
+    assert_refused(attempt("--create-vault", env=env), "libfuse 3", "apt-get install fuse3")
+
+
+@pytest.mark.skipif(ctypes.util.find_library("fuse") is None, reason="libfuse 2 not installed")
+def test_libfuse_2_is_refused(attempt, serve):
+    env = aws_env(serve.data_dir)
+    env["FUSE_LIBRARY_PATH"] = ctypes.util.find_library("fuse")
+    assert_refused(attempt("--create-vault", env=env), "libfuse 3 is needed", "found libfuse 2")
+
+
+def test_failure_inside_init_unmounts_and_is_reported(attempt, tmp_path):
+    # Only init(), after libfuse has mounted, opens the catalog: a broken one fails there.
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "catalog.sqlite3").write_bytes(b"not sqlite " * 500)
+    assert_refused(attempt("--create-vault"), "not a database")
 
 
 def test_mountpoint_already_mounted(mount, serve, tmp_path):

@@ -3,12 +3,12 @@ the file. Every vault-side check goes through boto3."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
 import stat
 import subprocess
-import tarfile
 
 import pytest
 
@@ -19,7 +19,8 @@ MiB = 1 << 20
 
 
 def make_tree(root):
-    """Nested dirs, a symlink, spaces, UTF-8, a 255-byte name, empty and binary files."""
+    """Nested dirs, a symlink, spaces, UTF-8, a 255-byte name, empty and binary files. Every
+    directory has an mtime in the past, so one that a copy fails to restore shows."""
     (root / "docs" / "deep" / "er").mkdir(parents=True)
     (root / "photos 2024").mkdir()
     (root / "docs" / "readme.txt").write_text("hello\n")
@@ -32,27 +33,29 @@ def make_tree(root):
     os.chmod(root / "docs" / "readme.txt", 0o600)
     os.chmod(root / "bin.dat", 0o751)
     os.utime(root / "bin.dat", ns=(1_500_000_000_123_456_789, 1_500_000_000_123_456_789))
-    os.utime(root / "photos 2024", ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    directories = [dirpath for dirpath, _, _ in os.walk(root, topdown=False)]  # root last
+    for index, directory in enumerate(directories):
+        mtime_ns = 1_600_000_000_000_000_000 + index * 86_400_000_000_007
+        os.utime(directory, ns=(mtime_ns, mtime_ns))
     return root
 
 
-def lstat_view(root, directory_times: bool = False):
-    """What rsync -a preserves, per relative path. Directory mtimes are left out unless asked
-    for: rsync and tar set them with atime UTIME_OMIT, which libfuse 2 drops
-    (docs/SEMANTICS.md), so through this mount they depend on timing."""
+def lstat_view(root):
+    """What rsync -a preserves, per relative path ("." is the root itself): directory mtimes
+    too (rsync, tar and cp -a set them last, rsync and tar with atime UTIME_OMIT)."""
     view = {}
     for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
+        for name in ([os.curdir] if dirpath == str(root) else []) + dirnames + filenames:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
             entry = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid}
             if stat.S_ISLNK(st.st_mode):
                 entry["target"] = os.readlink(path)
-            elif stat.S_ISREG(st.st_mode):
-                entry.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
-            elif stat.S_ISDIR(st.st_mode) and directory_times:
+            else:
                 entry["mtime_ns"] = st.st_mtime_ns
-            view[os.path.relpath(path, root)] = entry
+            if stat.S_ISREG(st.st_mode):
+                entry["size"] = st.st_size
+            view[os.path.normpath(os.path.relpath(path, root))] = entry
     return view
 
 
@@ -68,7 +71,9 @@ def test_rsync_twice_then_remount_preserves_everything(mount, tmp_path):
     m = mount()
     first = rsync(source, m.path)
     assert any("été à la plage.jpg" in line for line in first)
-    assert rsync(source, m.path) == []  # the nightly run finds nothing to do
+    assert any(line.endswith(" docs/deep/er/") for line in first)
+    # The nightly run finds nothing to do: no file sent, no directory's time set again.
+    assert rsync(source, m.path) == []
     expected = lstat_view(source)
     assert lstat_view(m.path) == expected
 
@@ -205,7 +210,7 @@ def test_long_path_description_is_marked_truncated(mount):
     assert (deep / "f").read_bytes() == b"deep"  # the catalog stays the truth
 
 
-def test_names_hard_links_tar_and_cp_a(mount, tmp_path):
+def test_names_and_hard_links(mount):
     m = mount()
     with pytest.raises(OSError) as excinfo:
         (m.path / ("x" * 256)).write_bytes(b"too long")
@@ -215,20 +220,59 @@ def test_names_hard_links_tar_and_cp_a(mount, tmp_path):
         os.link(m.path / "target", m.path / "hard")
     assert excinfo.value.errno == errno.EPERM
 
+
+def test_tar_x_restores_file_and_directory_mtimes(mount, tmp_path):
+    m = mount()
     source = make_tree(tmp_path / "tree")
     archive = tmp_path / "tree.tar"
-    with tarfile.open(archive, "w") as tar:
-        tar.add(source, arcname="tree")
+    # The POSIX format keeps nanoseconds; GNU tar sets each time with atime UTIME_OMIT, and a
+    # directory's only after everything inside it is extracted.
+    subprocess.run(["tar", "--format=posix", "-cf", str(archive), "-C", str(tmp_path), "tree"],
+                   check=True)
     subprocess.run(["tar", "-xf", str(archive), "-C", str(m.path)], check=True)
-    # GNU tar sets times with atime UTIME_OMIT, which libfuse 2's high-level API drops
-    # (docs/SEMANTICS.md); everything else it restores must match.
-    extracted, expected = lstat_view(m.path / "tree"), lstat_view(source)
-    for view in (extracted, expected):
-        for entry in view.values():
-            entry.pop("mtime_ns", None)
-    assert extracted == expected
-    for rel, entry in lstat_view(source).items():
+    expected = lstat_view(source)
+    assert lstat_view(m.path / "tree") == expected
+    for rel, entry in expected.items():
         if "size" in entry:
             assert (m.path / "tree" / rel).read_bytes() == (source / rel).read_bytes()
+
+
+def test_cp_a_preserves_directory_mtimes(mount, tmp_path):
+    m = mount()
+    source = make_tree(tmp_path / "tree")
     subprocess.run(["cp", "-a", str(source), str(m.path / "copy")], check=True)
-    assert lstat_view(m.path / "copy") == lstat_view(source)
+    expected = lstat_view(source)
+    assert lstat_view(m.path / "copy") == expected
+    assert m.umount().returncode == 0  # and the catalog kept them
+    again = mount(vault=m.vault, cache_dir=m.cache_dir)
+    assert lstat_view(again.path / "copy") == expected
+
+
+def renameat2(old, new, flags: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd = -100
+    if libc.renameat2(at_fdcwd, os.fsencode(old), at_fdcwd, os.fsencode(new), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+def test_renameat2_noreplace_works_and_exchange_is_refused(mount):
+    m = mount()
+    (m.path / "a").write_bytes(b"content a")
+    (m.path / "b").write_bytes(b"content b")
+    with pytest.raises(OSError) as excinfo:
+        renameat2(m.path / "a", m.path / "b", RENAME_NOREPLACE)
+    assert excinfo.value.errno == errno.EEXIST
+    # Swapping two names is not supported: it must fail, not replace (and delete) b.
+    with pytest.raises(OSError) as excinfo:
+        renameat2(m.path / "a", m.path / "b", RENAME_EXCHANGE)
+    assert excinfo.value.errno == errno.EINVAL
+    assert (m.path / "a").read_bytes() == b"content a"
+    assert (m.path / "b").read_bytes() == b"content b"
+    assert sorted(archives_by_path(m.glacier, m.vault)) == ["a", "b"]
+    renameat2(m.path / "a", m.path / "c", RENAME_NOREPLACE)  # mv's first try
+    assert sorted(os.listdir(m.path)) == ["b", "c"]
+    assert (m.path / "c").read_bytes() == b"content a"

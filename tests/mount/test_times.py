@@ -1,0 +1,59 @@
+"""touch on a real mount: mtime-only (-m), atime-only (-a) and both (-d), on a stored file and
+on a directory. The kernel sends -m as a setattr with atime UTIME_OMIT, and -a with mtime
+UTIME_OMIT; only mtime is kept (atime reads as mtime). Times are metadata: no upload."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.mount.mount_helpers import cost
+
+UPLOADS = {"UploadArchive", "InitiateMultipartUpload", "UploadMultipartPart",
+           "CompleteMultipartUpload"}
+
+
+def touch(path, *args: str) -> None:
+    result = subprocess.run(["touch", *args, str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def times(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_atime_ns
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_touch_m_a_d(mount, kind):
+    m = mount()
+    path = m.path / kind
+    if kind == "dir":
+        path.mkdir()
+        (path / "inside").write_bytes(b"inside")
+    else:
+        path.write_bytes(b"an archive already")
+    before = m.stats()
+
+    touch(path, "-m", "-d", "@1000000000.123456789")
+    assert times(path) == (1_000_000_000_123_456_789,) * 2
+    touch(path, "-a", "-d", "@1200000000")  # atime only: nothing that we keep changes
+    assert times(path) == (1_000_000_000_123_456_789,) * 2
+    touch(path, "-a")
+    assert times(path) == (1_000_000_000_123_456_789,) * 2
+    touch(path, "-d", "2001-09-09 01:46:40.5 UTC")  # both times
+    assert times(path) == (1_000_000_000_500_000_000,) * 2
+
+    start = time.time_ns()
+    touch(path, "-m")  # mtime now
+    mtime, _ = times(path)
+    assert start <= mtime <= time.time_ns()
+
+    touch(path, "-m", "-d", "@1100000000.000000007")
+    assert not UPLOADS & set(cost(before, m.stats()))
+    # The catalog has it, not only the kernel's attribute cache.
+    assert m.umount().returncode == 0
+    again = mount(vault=m.vault, cache_dir=m.cache_dir)
+    assert times(again.path / kind) == (1_100_000_000_000_000_007,) * 2
