@@ -18,7 +18,7 @@ from . import __version__
 from .errors import UserError
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
-# Libraries whose debug output is noise in our log: fusepy logs every errno we return with a
+# Libraries whose debug output is noise in our log: mfusepy logs every errno we return with a
 # traceback, botocore dumps every request. Our own records say what failed, in one line.
 QUIET_LIBRARIES = ("fuse", "botocore", "boto3", "urllib3", "s3transfer")
 
