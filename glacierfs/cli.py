@@ -138,9 +138,13 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
               help="Log here [default: CACHE_DIR/glacierfs.log, or stderr with --foreground].")
 @click.option("-o", "fuse_options", multiple=True,
               help="FUSE mount options, comma-separated (e.g. allow_other).")
+@click.option("--snapshot-interval", default=15.0, show_default=True,
+              type=click.FloatRange(min=0), metavar="MINUTES",
+              help="Upload a snapshot of the catalog this often while it changes (and always "
+                   "at unmount); 0 = only at unmount. `glacierfs recover` restores it.")
 def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_vault, local_dir,
           cache_dir, cache_size, part_size, upload_threads, abort_orphans, foreground, log_level,
-          log_file, fuse_options) -> None:
+          log_file, fuse_options, snapshot_interval) -> None:
     """Mount a Glacier vault as a directory."""
     from .config import CacheConfig, VaultConfig, parse_size
     from .mount import MountOptions, parse_fuse_options, run
@@ -158,6 +162,7 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
         foreground=foreground,
         abort_orphans=abort_orphans,
         fuse_options=parse_fuse_options(fuse_options),
+        snapshot_interval=snapshot_interval,
     )
     if foreground and log_file is None:
         _setup_logging(log_level)
@@ -222,10 +227,58 @@ def status(mountpoint: Path, watch: bool) -> None:
     show_status(mountpoint.absolute(), watch)
 
 
+@cli.command()
+@click.argument("vault")
+@vault_options
+@click.option("--force", is_flag=True,
+              help="Replace a catalog the cache dir already has (it is kept as a backup).")
+@click.option("--poll-interval", default=60.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=0.01), help="How often to ask whether a job is done.")
+@click.option("--tier", type=click.Choice(["Expedited", "Standard", "Bulk"]),
+              default="Standard", show_default=True,
+              help="Retrieval tier for the catalog snapshot (Expedited: minutes, costs more).")
+def recover(vault: str, endpoint_url, region, profile, local_dir, cache_dir, force,
+            poll_interval, tier) -> None:
+    """Rebuild the catalog of VAULT in a cache dir that has none (a new machine).
+
+    Takes the vault's inventory, restores the newest catalog snapshot and adds the archives
+    written after it; a vault without snapshots (written by other tools) is named from its
+    archive descriptions. Inventory and retrieval jobs take hours on Glacier.
+    """
+    from .config import VaultConfig
+    from .rebuild import run as run_recover
+
+    run_recover(VaultConfig(vault, endpoint_url=endpoint_url, region=region, profile=profile),
+                (cache_dir or default_cache_dir(vault, local_dir)).absolute(),
+                local_dir.absolute() if local_dir is not None else None, force, poll_interval,
+                tier)
+
+
+@cli.command()
+@click.argument("vault")
+@vault_options
+@click.option("--poll-interval", default=60.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=0.01), help="How often to ask whether the job is done.")
+def inventory(vault: str, endpoint_url, region, profile, local_dir, cache_dir,
+              poll_interval) -> None:
+    """Compare the catalog with a fresh inventory of VAULT.
+
+    Lists archives the catalog does not know, its snapshots, and catalog entries whose
+    archive the vault does not have. Glacier's inventory lags by up to a day.
+    """
+    from .config import VaultConfig
+    from .inventory import run as run_inventory
+
+    run_inventory(VaultConfig(vault, endpoint_url=endpoint_url, region=region, profile=profile),
+                  (cache_dir or default_cache_dir(vault, local_dir)).absolute(),
+                  local_dir.absolute() if local_dir is not None else None, poll_interval)
+
+
 # `-o` keys that are glacierfs options when mounted from /etc/fstab (mount.fuse runs
 # `glacierfs VAULT MOUNTPOINT -o opts`), and mount(8)-only keys that FUSE must not see.
 FSTAB_OPTIONS = {"local", "cache_dir", "cache_size", "part_size", "upload_threads",
-                 "endpoint_url", "region", "profile", "log_file", "log_level"}
+                 "endpoint_url", "region", "profile", "log_file", "log_level",
+                 "snapshot_interval"}
 FSTAB_FLAGS = {"create_vault", "foreground", "abort_orphans"}
 MOUNT8_ONLY = {"_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "defaults"}
 

@@ -41,6 +41,7 @@ class MountOptions:
     foreground: bool = False
     abort_orphans: bool = False  # abort multipart uploads in the vault the journal does not know
     fuse_options: dict = field(default_factory=dict)
+    snapshot_interval: float = 15.0  # minutes between catalog snapshots; 0 = at unmount only
 
 
 def runtime_dir() -> Path:
@@ -223,6 +224,8 @@ def _serve(options: MountOptions, report: int | None) -> None:
         from .statusfile import StatusWriter  # it imports this module
 
         pid_file(options.mountpoint).write_text(str(os.getpid()))
+        # Catalog snapshots (snapshot.py): the last one at unmount, after the writers finish.
+        state["closers"].insert(0, _snapshots(fs, options).start().stop)
         # `glacierfs status` reads what this thread writes; stopped first at destroy.
         state["closers"].insert(0, StatusWriter(fs, options.mountpoint).start().stop)
         log.info("mounted vault %s on %s (cache %s, part size %d, %d upload threads)",
@@ -291,6 +294,14 @@ def _open(options: MountOptions, state: dict) -> tuple[GlacierFS, list[str]]:
         notices.append(f"{verb} {len(orphans)} orphan multipart upload(s) in vault "
                        f"{options.vault.vault} (see the log)")
     return fs, notices
+
+
+def _snapshots(fs: GlacierFS, options: MountOptions):
+    from .snapshot import Snapshotter
+
+    return Snapshotter(fs, options.cache.directory / "catalog.sqlite3",
+                       options.cache.directory / "snapshot", options.cache.part_size,
+                       options.snapshot_interval * 60)
 
 
 def umount(mountpoint: Path, timeout: float | None = None, progress=None) -> None:

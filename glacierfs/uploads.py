@@ -63,11 +63,12 @@ def journaled_upload_ids(cache_dir: Path) -> set[str] | None:
 
 
 @contextmanager
-def open_vault(config: VaultConfig, local_dir: Path | None) -> Iterator[Vault]:
-    """The vault, checked to exist. With `local_dir`: on the local vault service already
-    serving that directory (a mount's embedded one, or `glacierfs serve`), else on one started
-    here for the duration (two services on one directory would sweep each other's files)."""
-    missing = " (mount it with --create-vault first)"
+def open_vault(config: VaultConfig, local_dir: Path | None,
+               missing: str = " (mount it with --create-vault first)") -> Iterator[Vault]:
+    """The vault, checked to exist (`missing` ends the message if it does not). With
+    `local_dir`: on the local vault service already serving that directory (a mount's
+    embedded one, or `glacierfs serve`), else on one started here for the duration (two
+    services on one directory would sweep each other's files)."""
     if local_dir is None:
         with user_errors(config.vault):
             vault = Vault(config, attempts=2)

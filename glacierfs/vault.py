@@ -136,15 +136,19 @@ class Vault:
 
     def list_uploads(self) -> list[dict]:
         """Every multipart upload in progress in the vault (all pages)."""
-        uploads: list[dict] = []
+        return self._all_pages(self.client.list_multipart_uploads, "UploadsList")
+
+    def _all_pages(self, operation, key: str) -> list[dict]:
+        """The `key` items of every page of a marker-paginated list operation."""
+        items: list[dict] = []
         marker = None
         while True:
             args = {"marker": marker} if marker else {}
-            reply = self.client.list_multipart_uploads(vaultName=self.name, **args)
-            uploads += reply.get("UploadsList", [])
+            reply = operation(vaultName=self.name, **args)
+            items += reply.get(key, [])
             marker = reply.get("Marker")
             if not marker:
-                return uploads
+                return items
 
     def list_parts(self, upload_id: str) -> dict[int, tuple[int, str]]:
         """The parts the vault holds for an upload: first byte -> (size, tree hash)."""
@@ -159,6 +163,24 @@ class Vault:
             marker = reply.get("Marker")
             if not marker:
                 return parts
+
+    # ---- retrieval jobs (recover.py, inventory.py) -----------------------------------------
+
+    def start_job(self, parameters: dict) -> str:
+        return self.client.initiate_job(vaultName=self.name, jobParameters=parameters)["jobId"]
+
+    def job(self, job_id: str) -> dict:
+        """DescribeJob: the job's GlacierJobDescription."""
+        return self.client.describe_job(vaultName=self.name, jobId=job_id)
+
+    def jobs(self) -> list[dict]:
+        """Every job the vault still lists (all pages): in progress, or finished < 24 h ago."""
+        return self._all_pages(self.client.list_jobs, "JobList")
+
+    def job_output(self, job_id: str) -> dict:
+        """GetJobOutput of a whole job: 'body' (a stream) and, for an archive, 'checksum' (the
+        tree hash the service computed for those bytes)."""
+        return self.client.get_job_output(vaultName=self.name, jobId=job_id)
 
 
 def is_not_found(error: BaseException) -> bool:
