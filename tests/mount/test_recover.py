@@ -16,6 +16,7 @@ import time
 import pytest
 
 from glacierfs.treehash import tree_hash
+from tests.mount.crash_helpers import kill9
 from tests.mount.mount_helpers import PART, pattern
 from tests.mount.recover_helpers import (by_description_path, glacierfs_cmd, inventory,
                                          retrieve, snapshots, tree)
@@ -318,3 +319,41 @@ def test_a_failed_snapshot_upload_does_not_fail_the_unmount(mount):
     m2 = mount("--snapshot-interval", "0", cache_dir=m.cache_dir)
     assert m2.umount().returncode == 0
     assert len(snapshots(m.glacier, m.vault)) == 1
+
+
+def test_kill9_during_a_snapshot_upload(mount):
+    """The crash table's row: the snapshot archive got into the vault, the catalog never
+    recorded it. Nothing is lost; the next unmount snapshots again; `glacierfs inventory`
+    shows the stray one, and recover dooms it (the next mount deletes it)."""
+    m = mount("--snapshot-interval", "0.01")
+    (m.path / "f.txt").write_bytes(b"f")
+    m.set_faults("UploadArchive:hang-after:#1")  # the next UploadArchive: the snapshot's
+    try:
+        deadline = time.monotonic() + 30
+        while not snapshots(m.glacier, m.vault) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        [stray] = snapshots(m.glacier, m.vault)
+        kill9(m)
+    finally:
+        m.set_faults("")
+    m2 = mount("--snapshot-interval", "0", cache_dir=m.cache_dir)
+    assert os.listdir(m2.path) == ["f.txt"]
+    assert m2.umount().returncode == 0
+    current = [s for s in snapshots(m.glacier, m.vault)
+               if s["ArchiveId"] != stray["ArchiveId"]]
+    assert len(current) == 1
+    result = glacierfs_cmd(m.serve, "inventory", m.vault, m.cache_dir)
+    assert result.returncode == 0, result.stderr
+    rows = {archive["ArchiveId"]: [line for line in result.stdout.splitlines()
+                                   if archive["ArchiveId"] in line]
+            for archive in (stray, current[0])}
+    assert rows == {stray["ArchiveId"]: [rows[stray["ArchiveId"]][0]],
+                    current[0]["ArchiveId"]: [rows[current[0]["ArchiveId"]][0]]}
+    assert rows[current[0]["ArchiveId"]][0].endswith("current")
+    assert rows[stray["ArchiveId"]][0].endswith("old")
+
+    shutil.rmtree(m.cache_dir)
+    assert glacierfs_cmd(m.serve, "recover", m.vault, m.cache_dir).returncode == 0
+    m3 = mount("--snapshot-interval", "0", cache_dir=m.cache_dir)  # deletes the doomed stray
+    assert os.listdir(m3.path) == ["f.txt"]
+    assert [s["ArchiveId"] for s in snapshots(m.glacier, m.vault)] == [current[0]["ArchiveId"]]
