@@ -20,6 +20,13 @@ def retrieve(glacier, vault: str, archive_id: str) -> tuple[bytes, str | None]:
     return output["body"].read(), output.get("checksum")
 
 
+def file_archives(glacier, vault: str) -> list[dict]:
+    """The inventory without the mount's catalog snapshots (glacierfs/snapshot.py)."""
+    return [a for a in inventory(glacier, vault)
+            if json.loads(a["ArchiveDescription"]).get("glacierfs") != "catalog"]
+
+
 def archives_by_path(glacier, vault: str) -> dict[str, dict]:
-    """Inventory keyed by the "path" in each archive's JSON description."""
-    return {json.loads(a["ArchiveDescription"])["path"]: a for a in inventory(glacier, vault)}
+    """Files' archives (catalog snapshots left out), keyed by the "path" in each archive's JSON
+    description."""
+    return {json.loads(a["ArchiveDescription"])["path"]: a for a in file_archives(glacier, vault)}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.mount.conftest import force_unmount
-from tests.vault_helpers import inventory
+from tests.vault_helpers import file_archives
 
 
 @dataclass
@@ -80,8 +80,10 @@ def _alive(pid: int) -> bool:
 
 
 def archive_counts(glacier, vault: str) -> Counter:
-    """How many archives the vault holds per described path (duplicates show as > 1)."""
-    return Counter(json.loads(a["ArchiveDescription"])["path"] for a in inventory(glacier, vault))
+    """How many archives the vault holds per described path (duplicates show as > 1); catalog
+    snapshots left out."""
+    return Counter(json.loads(a["ArchiveDescription"])["path"]
+                   for a in file_archives(glacier, vault))
 
 
 def background(*command: str) -> subprocess.Popen:
