@@ -217,8 +217,8 @@ def _install(temp: Path, catalog_path: Path) -> Path | None:
 def _summary(vault: str, catalog_path: Path, listing: jobs.Inventory, outcome: Outcome,
              backup: Path | None) -> None:
     placed = outcome.placed
-    lines = [f"recovered the catalog of vault {vault} into {catalog_path}: "
-             f"{outcome.files} file(s) and symlink(s), {outcome.directories} directories"]
+    lines = [(f"recovered the catalog of vault {vault} into {catalog_path}: "
+              f"{outcome.files} file(s) and symlink(s), {outcome.directories} directories")]
     if outcome.snapshot is not None:
         lines.append(f"  from the catalog snapshot of {outcome.created} (archive "
                      f"{outcome.snapshot['ArchiveId'][:16]}..., "

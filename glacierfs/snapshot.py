@@ -131,10 +131,10 @@ def copy_catalog(catalog_path: Path, target: Path) -> int:
 
 
 def compress(source: Path, target: Path) -> None:
-    with open(source, "rb") as src, open(target, "wb") as raw:
-        # mtime=0 and no name in the header: the same catalog gives the same bytes.
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
-            shutil.copyfileobj(src, out, 1 << 20)
+    # mtime=0 and no name in the header: the same catalog gives the same bytes.
+    with (open(source, "rb") as src, open(target, "wb") as raw,
+          gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out):
+        shutil.copyfileobj(src, out, 1 << 20)
 
 
 def upload(vault, path: Path, description: str, part_size: int) -> tuple[str, str, int]:

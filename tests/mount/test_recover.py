@@ -18,8 +18,14 @@ import pytest
 from glacierfs.treehash import tree_hash
 from tests.mount.crash_helpers import kill9
 from tests.mount.mount_helpers import PART, pattern
-from tests.mount.recover_helpers import (by_description_path, glacierfs_cmd, inventory,
-                                         retrieve, snapshots, tree)
+from tests.mount.recover_helpers import (
+    by_description_path,
+    glacierfs_cmd,
+    inventory,
+    retrieve,
+    snapshots,
+    tree,
+)
 from tests.mount.test_cli_mount import assert_refused
 
 T0 = 1_600_000_000_123_456_789  # an mtime with nanoseconds
