@@ -102,8 +102,8 @@ def run(config: VaultConfig, cache_dir: Path, local_dir: Path | None,
              a["ArchiveId"], "current" if a["ArchiveId"] in current else
              "old: the next mount deletes it" if a["ArchiveId"] in doomed else "old"]
             for a in _by_date(snapshots)])
-    if waiting:
-        plain = [a for a in waiting if not described(a.get("ArchiveDescription"))]
+    plain = [a for a in waiting if not described(a.get("ArchiveDescription"))]
+    if plain:
         echo(f"\narchives waiting to be deleted (the next mount deletes them): {len(plain)}")
         _table(echo, ["CREATED", "SIZE", "ARCHIVE ID"],
                [[a.get("CreationDate", "?"), format_size(int(a["Size"])), a["ArchiveId"]]
