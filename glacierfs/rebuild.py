@@ -205,12 +205,14 @@ def _install(temp: Path, catalog_path: Path) -> Path | None:
             old = Path(f"{catalog_path}{suffix}")
             if old.exists():
                 old.rename(f"{backup}{suffix}")
-    os.replace(temp, catalog_path)
-    fd = os.open(catalog_path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    for path in (temp, catalog_path.parent):  # the file's bytes, then its new name
+        if path == catalog_path.parent:
+            os.replace(temp, catalog_path)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return backup
 
 
