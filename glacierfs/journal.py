@@ -117,11 +117,16 @@ class Journal:
         with self.db.transaction() as conn:
             conn.execute("UPDATE uploads SET size = ? WHERE cache_key = ?", (size, cache_key))
 
-    def closing(self, cache_key: str, size: int, tree_hash: str, single: bool) -> None:
+    def closing(self, cache_key: str, size: int, tree_hash: str, single: bool,
+                sealed: list[tuple[int, int, str]] = ()) -> None:
+        """close() began: the final size and tree hash, with the parts sealed by the close
+        (index, size, tree hash), in one commit."""
         with self.db.transaction() as conn:
             conn.execute("UPDATE uploads SET state = 'closing', size = ?, tree_hash = ?, "
                          "single = ? WHERE cache_key = ?",
                          (size, tree_hash, int(single), cache_key))
+            for index, part_size, part_hash in sealed:
+                self.part_sealed(cache_key, index, part_size, part_hash)
 
     def end(self, cache_key: str) -> None:
         """The content is recorded on its inode, or given up: forget the upload."""
