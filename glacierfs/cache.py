@@ -178,6 +178,23 @@ class PartCache:
                          and k.startswith(prefix))
         return sorted(found)
 
+    def sweep_unindexed(self) -> int:
+        """Remove part files no index row names. A move links the file into its new place
+        before committing the row, so a crash in between leaves such a file; its bytes are
+        still under the old name. Run only while no part is moving (at mount)."""
+        removed = 0
+        for cache in (self.pending, self.uploaded):
+            indexed = set()
+            for key in list(cache.iterkeys()):
+                path = self._cached_path(cache, key)
+                if path is not None:
+                    indexed.add(os.path.realpath(path))
+            for path in Path(cache.directory).glob("*/*/*.val"):
+                if os.path.realpath(path) not in indexed:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
     def unsent_keys(self) -> list[str]:
         """Keys of every part in staging or pending."""
         return sorted({p.name for p in self.staging.iterdir()} | set(self.pending.iterkeys()))
