@@ -344,7 +344,7 @@ class FileUpload:
 
     # ---- sealing and uploading ------------------------------------------------------------
 
-    def _seal(self, part: Part, journal: bool = True) -> None:
+    def _seal(self, part: Part, journal: bool = True, to_pending: bool = True) -> None:
         """The part is complete: finish its hashes, move it to the pending cache."""
         path = self.cache.staging_path(part.key)
         size = part.size
@@ -365,7 +365,8 @@ class FileUpload:
         part.chunks = {}  # done; a rewrite after _reopen starts fresh hashers
         part.tree_hash = treehash.combine(leaves).hex()
         part.close_fd()
-        self.cache.seal(part.key)
+        if to_pending:
+            self.cache.seal(part.key)
         if journal:
             self.journal.part_sealed(self.cache_key, part.index, size, part.tree_hash)
         part.state = "queued"
@@ -444,10 +445,11 @@ class FileUpload:
             self.abort()
             raise failed
         try:
-            sealed = self._seal_the_rest()
+            single = self.upload_id is None and self.size <= self.part_size
+            # A small file goes out at once from staging: no trip through the pending cache.
+            sealed = self._seal_the_rest(to_pending=not single)
             if self.size == 0:
                 return None
-            single = self.upload_id is None and self.size <= self.part_size
             self.tree_hash = self._written_tree_hash()
             # One commit for 'closing' and the parts sealed just now (for a small file, all).
             self.journal.closing(self.cache_key, self.size, self.tree_hash, single,
@@ -469,7 +471,7 @@ class FileUpload:
             self.abort()
             raise self.error from None
 
-    def _seal_the_rest(self) -> list[Part]:
+    def _seal_the_rest(self, to_pending: bool) -> list[Part]:
         """At close: seal every part still staged (holes exist as zeros; the last part may be
         short). Their journal records are left to the caller."""
         sealed = []
@@ -484,7 +486,7 @@ class FileUpload:
                 if part.state == "staged":
                     part.size = min(self.part_size, self.size - index * self.part_size)
                     os.truncate(self.cache.staging_path(part.key), part.size)
-                    self._seal(part, journal=False)
+                    self._seal(part, journal=False, to_pending=to_pending)
                     sealed.append(part)
         return sealed
 
