@@ -54,14 +54,16 @@ class PartCache:
         self.size_limit = size_limit
         self.staging = self.directory / "staging"
         self.staging.mkdir(parents=True, exist_ok=True)
-        # synchronous=FULL: a committed index row survives a power cut, not only kill -9.
+        # synchronous=FULL: a committed row of an unsent part survives a power cut.
         self.pending = diskcache.Cache(
             str(self.directory / "pending"), disk=_LinkingDisk, eviction_policy="none",
             size_limit=1 << 62, sqlite_synchronous=2,
         )
+        # The uploaded cache only holds copies of what the vault has: NORMAL is enough (a row
+        # lost to a power cut leaves a file the next mount sweeps).
         self.uploaded = diskcache.Cache(
             str(self.directory / "uploaded"), disk=_LinkingDisk,
-            eviction_policy="least-recently-used", size_limit=size_limit, sqlite_synchronous=2,
+            eviction_policy="least-recently-used", size_limit=size_limit, sqlite_synchronous=1,
         )
         self._room = threading.Condition()
         self._reserved = 0  # bytes of parts in staging or pending
@@ -126,11 +128,15 @@ class PartCache:
         return self._cached_path(self.pending, key)
 
     def mark_uploaded(self, key: str, nbytes: int) -> None:
-        """pending -> uploaded, freeing its reservation; the LRU then trims to what is left."""
-        path = self._cached_path(self.pending, key)
-        if path is not None:
+        """pending (or staging: a small file sent straight from there at close) -> uploaded,
+        freeing its reservation; the LRU then trims to what is left."""
+        staged = self.staging_path(key)
+        if staged.exists():
+            self.uploaded.set(key, _MovedFile(str(staged)))
+            staged.unlink()
+        elif (path := self._cached_path(self.pending, key)) is not None:
             self.uploaded.set(key, _MovedFile(path))
-            self.pending.delete(key)  # its file is gone already; diskcache ignores that
+            self.pending.delete(key)  # removes the row and the pending name
         self.release(nbytes)
         self._trim_uploaded()
 
@@ -177,6 +183,23 @@ class PartCache:
             found.update(k for k in cache.iterkeys() if isinstance(k, str)
                          and k.startswith(prefix))
         return sorted(found)
+
+    def sweep_unindexed(self) -> int:
+        """Remove part files no index row names. A move links the file into its new place
+        before committing the row, so a crash in between leaves such a file; its bytes are
+        still under the old name. Run only while no part is moving (at mount)."""
+        removed = 0
+        for cache in (self.pending, self.uploaded):
+            indexed = set()
+            for key in list(cache.iterkeys()):
+                path = self._cached_path(cache, key)
+                if path is not None:
+                    indexed.add(os.path.realpath(path))
+            for path in Path(cache.directory).glob("*/*/*.val"):
+                if os.path.realpath(path) not in indexed:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def unsent_keys(self) -> list[str]:
         """Keys of every part in staging or pending."""

@@ -94,7 +94,9 @@ def _check_name(name: bytes) -> None:
 
 class Catalog:
     def __init__(self, path: Path, uid: int, gid: int) -> None:
-        self.db = Database(path, SCHEMA + JOURNAL_SCHEMA)
+        # Power-cut durability per transaction (sqlite.py): the ones marked durable are an
+        # archive recorded (set_stored), an archive doomed (journal.doom) and fsync(2).
+        self.db = Database(path, SCHEMA + JOURNAL_SCHEMA, always_durable=False)
         self.journal = Journal(self.db)  # same database: both can change in one transaction
         if self.db.one("SELECT ino FROM inodes WHERE ino = ?", (ROOT_INO,)) is None:
             now = time.time_ns()
@@ -202,7 +204,7 @@ class Catalog:
     def set_stored(self, ino: int, size: int, archive_id: str | None, tree_hash: str | None,
                    part_size: int, cache_key: str, parts: list[tuple[int, str]]) -> None:
         """The content is durable: record its archive and part hashes in one transaction."""
-        with self.db.transaction() as conn:
+        with self.db.transaction(durable=True) as conn:
             conn.execute(
                 "UPDATE inodes SET state = 'stored', size = ?, archive_id = ?, tree_hash = ?, "
                 "part_size = ?, cache_key = ? WHERE ino = ?",

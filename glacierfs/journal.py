@@ -2,7 +2,11 @@
 to be deleted, recorded so that a crash at any point loses nothing and leaks nothing.
 
 It lives in the catalog's SQLite database (the same connection), so a journal change and a
-catalog change can commit together. Each record is durable before the action that depends on it:
+catalog change can commit together. Each record is committed (it survives kill -9) before the
+action that depends on it; the ones that must also survive a power cut are marked durable
+(sqlite.py): the archive recorded, an archive doomed, fsync(2). The others fall back safely:
+a lost 'uploaded' mark is found again with ListParts, a lost upload id leaves an orphan that
+the mount reports, and an unclosed file without fsync(2) is as a local filesystem leaves it.
 
 - a row in `uploads` exists from the moment a file is opened for writing;
 - a part is recorded 'full' (with its tree hash) when it is sealed, 'uploaded' only after the
@@ -114,14 +118,19 @@ class Journal:
                          "AND tree_hash = ?", (cache_key, index, tree_hash))
 
     def synced(self, cache_key: str, size: int) -> None:
-        with self.db.transaction() as conn:
+        with self.db.transaction(durable=True) as conn:  # fsync(2)
             conn.execute("UPDATE uploads SET size = ? WHERE cache_key = ?", (size, cache_key))
 
-    def closing(self, cache_key: str, size: int, tree_hash: str, single: bool) -> None:
+    def closing(self, cache_key: str, size: int, tree_hash: str, single: bool,
+                sealed: list[tuple[int, int, str]] = ()) -> None:
+        """close() began: the final size and tree hash, with the parts sealed by the close
+        (index, size, tree hash), in one commit."""
         with self.db.transaction() as conn:
             conn.execute("UPDATE uploads SET state = 'closing', size = ?, tree_hash = ?, "
                          "single = ? WHERE cache_key = ?",
                          (size, tree_hash, int(single), cache_key))
+            for index, part_size, part_hash in sealed:
+                self.part_sealed(cache_key, index, part_size, part_hash)
 
     def end(self, cache_key: str) -> None:
         """The content is recorded on its inode, or given up: forget the upload."""
@@ -150,7 +159,9 @@ class Journal:
     # ---- archives to delete ---------------------------------------------------------------
 
     def doom(self, archive_id: str, path: bytes) -> None:
-        with self.db.transaction() as conn:
+        # Durable before DeleteArchive: a power cut must not bring back a name whose archive
+        # is gone. The transaction it joins (the unlink, rename, overwrite) is durable with it.
+        with self.db.transaction(durable=True) as conn:
             conn.execute("INSERT OR IGNORE INTO doomed_archives (archive_id, path, since_ns) "
                          "VALUES (?, ?, ?)", (archive_id, path, time.time_ns()))
 

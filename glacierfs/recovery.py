@@ -98,6 +98,8 @@ def _sweep_unsent_parts(fs) -> None:
     for key in fs.cache.unsent_keys():
         log.info("cache: removing leftover part %s", key)
         fs.cache.discard(key)
+    if removed := fs.cache.sweep_unindexed():
+        log.info("cache: removed %d part file(s) a crash left unindexed", removed)
 
 
 def _settle_unjournaled_writers(fs) -> None:

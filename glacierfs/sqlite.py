@@ -1,12 +1,20 @@
-"""One SQLite connection behind a lock, in WAL mode, with synchronous=FULL.
+"""One SQLite connection behind a lock, in WAL mode.
 
 Shared by the local vault service and the mount's catalog: every statement is short, so one
-connection and one lock are simpler than a pool and fast enough; FULL means a committed row
-survives power loss, not only kill -9.
+connection and one lock are simpler than a pool and fast enough.
+
+Durability. Every commit survives kill -9 (WAL). Surviving power loss needs an fsync of the
+WAL: with `always_durable` (the service) every commit does one (synchronous=FULL). The catalog
+instead marks the transactions that must survive a power cut (`durable=True`: an archive
+recorded, an archive doomed before DeleteArchive, an fsync(2)) and the others (a chmod, a
+create, a rename) ride along with the next durable one, as metadata does on a local
+filesystem. An fsync of the WAL makes every earlier commit durable too, since the WAL is
+written in order.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -15,24 +23,28 @@ from typing import Iterator
 
 
 class Database:
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(self, path: Path, schema: str, always_durable: bool = True) -> None:
+        self._wal = f"{path}-wal"
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._depth = 0  # transaction nesting of the thread holding the lock
+        self._durable = False  # the open transaction must survive a power cut
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if always_durable else 'NORMAL'}")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(schema)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic, durable change. A transaction opened inside another (same thread) joins
-        it: the catalog and the journal change together in one commit."""
+    def transaction(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One atomic change; with `durable`, one that survives a power cut once this returns.
+        A transaction opened inside another (same thread) joins it, so the catalog and the
+        journal change together in one commit, durable if any part of it asked to be."""
         with self._lock:
             if self._depth:
                 self._depth += 1
+                self._durable = self._durable or durable
                 try:
                     yield self._conn
                 finally:
@@ -40,6 +52,7 @@ class Database:
                 return
             self._conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
+            self._durable = durable
             try:
                 yield self._conn
             except BaseException:
@@ -48,6 +61,18 @@ class Database:
             finally:
                 self._depth = 0
             self._conn.execute("COMMIT")
+            if self._durable:
+                self._sync_wal()
+
+    def _sync_wal(self) -> None:
+        try:
+            fd = os.open(self._wal, os.O_RDONLY)
+        except FileNotFoundError:  # checkpointed and removed: the database file has it
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:

@@ -344,7 +344,7 @@ class FileUpload:
 
     # ---- sealing and uploading ------------------------------------------------------------
 
-    def _seal(self, part: Part) -> None:
+    def _seal(self, part: Part, journal: bool = True, to_pending: bool = True) -> None:
         """The part is complete: finish its hashes, move it to the pending cache."""
         path = self.cache.staging_path(part.key)
         size = part.size
@@ -365,8 +365,10 @@ class FileUpload:
         part.chunks = {}  # done; a rewrite after _reopen starts fresh hashers
         part.tree_hash = treehash.combine(leaves).hex()
         part.close_fd()
-        self.cache.seal(part.key)
-        self.journal.part_sealed(self.cache_key, part.index, size, part.tree_hash)
+        if to_pending:
+            self.cache.seal(part.key)
+        if journal:
+            self.journal.part_sealed(self.cache_key, part.index, size, part.tree_hash)
         part.state = "queued"
         if self._running is not None:
             self._sealed_leaves[part.index] = leaves
@@ -442,25 +444,16 @@ class FileUpload:
         if failed is not None:  # a worker failed earlier: clean up, report the same error
             self.abort()
             raise failed
-        with self.lock:
-            # Parts never written at all (holes) exist as zeros; the last part may be short.
-            last = (self.size - 1) // self.part_size if self.size else -1
-            for index in range(last + 1):
-                if index not in self.parts:  # a hole never written: zeros
-                    self.cache.take(self.part_size)
-                    self.parts[index] = Part(index, f"{self.cache_key}.{index}")
-                    open(self.cache.staging_path(self.parts[index].key), "wb").close()
-                part = self.parts[index]
-                if part.state == "staged":
-                    part.size = min(self.part_size, self.size - index * self.part_size)
-                    os.truncate(self.cache.staging_path(part.key), part.size)
-                    self._seal(part)
         try:
+            single = self.upload_id is None and self.size <= self.part_size
+            # A small file goes out at once from staging: no trip through the pending cache.
+            sealed = self._seal_the_rest(to_pending=not single)
             if self.size == 0:
                 return None
-            single = self.upload_id is None and self.size <= self.part_size
             self.tree_hash = self._written_tree_hash()
-            self.journal.closing(self.cache_key, self.size, self.tree_hash, single)
+            # One commit for 'closing' and the parts sealed just now (for a small file, all).
+            self.journal.closing(self.cache_key, self.size, self.tree_hash, single,
+                                 [(p.index, p.size, p.tree_hash) for p in sealed])
             if single:
                 return self._upload_single()
             for part in self._ordered_parts():
@@ -477,6 +470,25 @@ class FileUpload:
             self._fail(failure)
             self.abort()
             raise self.error from None
+
+    def _seal_the_rest(self, to_pending: bool) -> list[Part]:
+        """At close: seal every part still staged (holes exist as zeros; the last part may be
+        short). Their journal records are left to the caller."""
+        sealed = []
+        with self.lock:
+            last = (self.size - 1) // self.part_size if self.size else -1
+            for index in range(last + 1):
+                if index not in self.parts:  # a hole never written: zeros
+                    self.cache.take(self.part_size)
+                    self.parts[index] = Part(index, f"{self.cache_key}.{index}")
+                    open(self.cache.staging_path(self.parts[index].key), "wb").close()
+                part = self.parts[index]
+                if part.state == "staged":
+                    part.size = min(self.part_size, self.size - index * self.part_size)
+                    os.truncate(self.cache.staging_path(part.key), part.size)
+                    self._seal(part, journal=False, to_pending=to_pending)
+                    sealed.append(part)
+        return sealed
 
     def _ordered_parts(self) -> list[Part]:
         with self.lock:
