@@ -254,7 +254,8 @@ class Snapshotter:
 def record(catalog, snapshot: Snapshot) -> list[str]:
     """In one transaction: `snapshot` is the catalog's snapshot, and every older one is
     doomed. Returns the doomed archive ids (to delete after the commit)."""
-    with catalog.db.transaction() as conn:
+    # Durable: after a power cut the catalog still names its snapshot (else it is a stray).
+    with catalog.db.transaction(durable=True) as conn:
         older = conn.execute("SELECT archive_id, created FROM catalog_snapshots").fetchall()
         for row in older:
             catalog.journal.doom(row["archive_id"], f"{SNAPSHOT_DIR}/catalog of {row['created']}"
