@@ -237,7 +237,8 @@ def test_a_corrupted_cached_part_is_never_completed(mount, tmp_path):
     _crash_between_parts(m, tmp_path, "big.bin", pattern(5 * PART + 3, 11))
     pending = cached_part_files(m.cache_dir, "pending")
     assert len(pending) == 4  # sealed, not confirmed by the vault
-    with open(pending[0], "r+b") as part:
+    full_part = next(p for p in pending if p.stat().st_size == PART)  # not the 3-byte tail
+    with open(full_part, "r+b") as part:
         part.seek(12345)
         byte = part.read(1)
         part.seek(12345)
