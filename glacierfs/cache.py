@@ -134,6 +134,17 @@ class PartCache:
         self.release(nbytes)
         self._trim_uploaded()
 
+    def adopt(self, key: str, path: str) -> None:
+        """A part restored from the vault (and verified) -> uploaded, by hard link; then the
+        old name goes. Kept for reading like any uploaded part, and evicted the same way."""
+        self.uploaded.set(key, _MovedFile(path))
+        os.unlink(path)
+        self._trim_uploaded()
+
+    def has(self, key: str) -> bool:
+        """Whether the part is cached anywhere, without counting as a use for the LRU."""
+        return self.staging_path(key).exists() or key in self.pending or key in self.uploaded
+
     def unseal(self, key: str) -> bool:
         """pending/uploaded -> staging, to write into a part again; False if evicted."""
         target = self.staging_path(key)

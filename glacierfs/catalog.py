@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import FsError
 from .journal import SCHEMA as JOURNAL_SCHEMA
 from .journal import Journal
+from .restore import SCHEMA as RESTORE_SCHEMA
 from .sqlite import Database
 
 ROOT_INO = 1
@@ -94,7 +95,7 @@ def _check_name(name: bytes) -> None:
 
 class Catalog:
     def __init__(self, path: Path, uid: int, gid: int) -> None:
-        self.db = Database(path, SCHEMA + JOURNAL_SCHEMA)
+        self.db = Database(path, SCHEMA + JOURNAL_SCHEMA + RESTORE_SCHEMA)
         self.journal = Journal(self.db)  # same database: both can change in one transaction
         if self.db.one("SELECT ino FROM inodes WHERE ino = ?", (ROOT_INO,)) is None:
             now = time.time_ns()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .cache import PartCache
 from .catalog import Catalog
-from .config import CacheConfig, VaultConfig
+from .config import CacheConfig, RestoreConfig, VaultConfig
 from .errors import UserError
 from .fs import GlacierFS
 from .recovery import find_orphans, recover
@@ -41,6 +41,7 @@ class MountOptions:
     foreground: bool = False
     abort_orphans: bool = False  # abort multipart uploads in the vault the journal does not know
     fuse_options: dict = field(default_factory=dict)
+    restore: RestoreConfig = field(default_factory=RestoreConfig)  # the poller; restore.py
 
 
 def runtime_dir() -> Path:
@@ -225,6 +226,7 @@ def _serve(options: MountOptions, report: int | None) -> None:
         pid_file(options.mountpoint).write_text(str(os.getpid()))
         # `glacierfs status` reads what this thread writes; stopped first at destroy.
         state["closers"].insert(0, StatusWriter(fs, options.mountpoint).start().stop)
+        fs.restores.start(options.restore, options.mountpoint)  # stopped by fs.shutdown()
         log.info("mounted vault %s on %s (cache %s, part size %d, %d upload threads)",
                  options.vault.vault, options.mountpoint, options.cache.directory,
                  options.cache.part_size, options.cache.upload_threads)
