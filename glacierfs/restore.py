@@ -7,8 +7,8 @@ has --restore-on-read. `user.glacier.state` tells how far it got. A restore's li
 in `restores`, SCHEMA below):
 
   waiting      setxattr started an archive-retrieval job (InitiateJob, the whole archive, the
-               tier asked for) and the row committed with its id. The poller thread asks
-               DescribeJob every --restore-poll seconds.
+               tier asked for) and the row committed with its id. The poller thread
+               (restore_poller.py) asks DescribeJob every --restore-poll seconds.
   downloading  the job Succeeded, and its archive tree hash is the catalog's: GetJobOutput range
                by range. A range is never more than a part (RANGE at most), so each range is one
                node of the archive's tree and the vault sends its tree hash; bytes that do not
@@ -30,7 +30,7 @@ middle goes on where it was at the next mount.
 
 Locks: Restores._lock guards the in-memory maps (restores being started, bytes of the range in
 flight, the memo of attribute values). It is never held across a request, and never while
-taking Database._lock (the other order happens: _changed() runs after a commit, and may run
+taking Database._lock (the other order happens: changed() runs after a commit, and may run
 inside a caller's transaction).
 """
 
@@ -39,7 +39,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import logging
-import os
 import secrets
 import stat
 import threading
@@ -48,10 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import treehash
 from .config import TIERS, RestoreConfig
 from .errors import FsError, errno_for
-from .vault import error_code, is_not_found, is_unreachable
 
 if TYPE_CHECKING:  # catalog.py imports SCHEMA from here
     from .cache import PartCache
@@ -103,22 +100,6 @@ MEMO_SECONDS = 1.0  # an attribute value is served again for this long (see getx
 STATE = "user.glacier.state"
 RESTORE = "user.glacier.restore"
 XATTRS = (STATE, RESTORE)
-
-
-class _JobGone(Exception):
-    """The job failed, expired, or stopped delivering: a new job is needed."""
-
-
-class _RestoreFailed(Exception):
-    """This restore cannot succeed (the vault holds other data than the catalog says)."""
-
-
-class _Stopping(Exception):
-    """The mount is going away: leave everything as it is, for the next mount."""
-
-
-class _Dropped(Exception):
-    """The restore's row is gone (the file was removed or replaced) while it ran."""
 
 
 @dataclass(frozen=True)
@@ -178,26 +159,23 @@ class Restores:
         self._starting: set[int] = set()
         self._in_flight: dict[int, int] = {}  # ino -> bytes of the range being downloaded
         self._memo: dict[tuple[int, str], tuple[float, bytes]] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self, config: RestoreConfig, mountpoint: Path | None = None) -> Restores:
         """Start the poller (FUSE init, after the fork); it resumes what a crash left."""
+        from .restore_poller import Poller
+
         self.config = config
         self.mountpoint = mountpoint
-        self._thread = threading.Thread(target=self._run, name="restore", daemon=True)
-        self._thread.start()
+        self._poller = Poller(self).start()
         return self
 
     def stop(self) -> None:
         """Stop the poller; a download in flight is left for the next mount."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None and self._thread.is_alive():
-            self._thread.join(timeout=60)
+        if self._poller is not None:
+            self._poller.stop()
 
     # ---- extended attributes --------------------------------------------------------------
 
@@ -218,8 +196,8 @@ class Restores:
         if name == STATE:
             value = self.describe(node, uploading).encode()
         else:
-            row = self._row(node.ino)
-            if row is None or not self._active(row, node):
+            row = self.row(node.ino)
+            if row is None or not self.active(row, node):
                 raise FsError(errno.ENODATA, f"inode {node.ino}: no restore is running")
             value = row.tier.encode()
         if value.startswith(b"restoring"):
@@ -234,8 +212,8 @@ class Restores:
         that has none)."""
         if not stat.S_ISREG(node.mode):
             return []
-        row = self._row(node.ino)
-        return [STATE, RESTORE] if row is not None and self._active(row, node) else [STATE]
+        row = self.row(node.ino)
+        return [STATE, RESTORE] if row is not None and self.active(row, node) else [STATE]
 
     def setxattr(self, node: Inode, path: bytes, name: str, value: bytes,
                  uploading: bool) -> None:
@@ -255,16 +233,16 @@ class Restores:
         runs to the end."""
         if uploading:
             return "uploading"
-        row = self._row(node.ino)
-        if row is not None and self._active(row, node):
+        row = self.row(node.ino)
+        if row is not None and self.active(row, node):
             phase = "downloading" if row.state == "downloading" else "waiting"
             return (f"restoring phase={phase} tier={row.tier} job={row.job_id or '-'} "
-                    f"started={_iso(row.job_started_ns)} downloaded={self._downloaded(row)} "
+                    f"started={_iso(row.job_started_ns)} downloaded={self.downloaded(row)} "
                     f"size={row.size}")
         if self.is_cached(node):
             return "cached"
         if row is not None and row.state == "failed" and row.archive_id == node.archive_id:
-            return f"archived error={row.error}"
+            return f"archived error={' '.join((row.error or '?').split())}"
         return "archived"
 
     def is_cached(self, node: Inode) -> bool:
@@ -280,7 +258,7 @@ class Restores:
     def request(self, node: Inode, path: bytes, tier: str, uploading: bool) -> str:
         """Start restoring a file, unless there is nothing to do. Returns what happened:
         'started', 'restoring' (already), 'cached' or 'uploading' (its data is local)."""
-        shown = self._shown(path)
+        shown = self.shown(path)
         if uploading:
             return "uploading"
         if self.is_cached(node):
@@ -291,8 +269,8 @@ class Restores:
                 return "restoring"
             self._starting.add(node.ino)
         try:
-            row = self._row(node.ino)
-            if row is not None and self._active(row, node):
+            row = self.row(node.ino)
+            if row is not None and self.active(row, node):
                 log.info("%s: being restored already (job %s)", shown, row.job_id)
                 return "restoring"
             if node.size > self.cache.size_limit:
@@ -311,13 +289,14 @@ class Restores:
                 self._starting.discard(node.ino)
         log.info("%s: restore started: tier %s, job %s, %d bytes", shown, tier, job_id,
                  node.size)
-        self._wake.set()
+        if self._poller is not None:
+            self._poller.wake()
         return "started"
 
     def _begin(self, node: Inode, tier: str, job_id: str) -> None:
         now = time.time_ns()
         with self.db.transaction() as conn:
-            old = self._row(node.ino)
+            old = self.row(node.ino)
             if old is not None and old.archive_id == node.archive_id:  # keep verified ranges
                 conn.execute(
                     "UPDATE restores SET tier = ?, state = 'waiting', job_id = ?, "
@@ -332,17 +311,17 @@ class Restores:
                     (node.ino, node.archive_id, node.tree_hash, node.size,
                      node.part_size or self.part_size,
                      node.cache_key or secrets.token_hex(12), tier, job_id, now, now))
-        self._changed(node.ino)
+        self.changed(node.ino)
 
     def refuse_read(self, node: Inode, path: bytes) -> FsError:
         """A read found a part that is not cached: the log line says what to do (or, with
         --restore-on-read, starts a restore); the read gets ENODATA either way."""
-        shown = self._shown(path)
-        row = self._row(node.ino)
-        if row is not None and self._active(row, node):
+        shown = self.shown(path)
+        row = self.row(node.ino)
+        if row is not None and self.active(row, node):
             log.warning("%s: not readable yet: being restored (tier %s, job %s, %d of %d bytes "
                         "downloaded); reads work once `getfattr -n %s` says cached", shown,
-                        row.tier, row.job_id, self._downloaded(row), row.size, STATE)
+                        row.tier, row.job_id, self.downloaded(row), row.size, STATE)
         elif self.config.on_read and not (row is not None and row.state == "failed"
                                           and row.archive_id == node.archive_id):
             try:
@@ -380,15 +359,15 @@ class Restores:
             "size": row.size,
             "bytes_downloaded": done.get(row.ino, 0) + in_flight.get(row.ino, 0),
             "error": row.error,
-        } for row in self._rows()]
+        } for row in self.rows()]
 
     # ---- rows -----------------------------------------------------------------------------
 
-    def _row(self, ino: int) -> Restore | None:
+    def row(self, ino: int) -> Restore | None:
         row = self.db.one("SELECT * FROM restores WHERE ino = ?", (ino,))
         return Restore(**dict(row)) if row is not None else None
 
-    def _rows(self, states: tuple[str, ...] = ("waiting", "downloading", "failed")
+    def rows(self, states: tuple[str, ...] = ("waiting", "downloading", "failed")
               ) -> list[Restore]:
         marks = ", ".join("?" for _ in states)
         rows = self.db.query(f"SELECT * FROM restores WHERE state IN ({marks}) "
@@ -396,295 +375,41 @@ class Restores:
         return [Restore(**dict(row)) for row in rows]
 
     @staticmethod
-    def _active(row: Restore, node: Inode) -> bool:
+    def active(row: Restore, node: Inode) -> bool:
         return row.state != "failed" and row.archive_id == node.archive_id
 
-    def _ranges(self, ino: int) -> dict[int, tuple[int, str]]:
+    def ranges(self, ino: int) -> dict[int, tuple[int, str]]:
         rows = self.db.query("SELECT first, size, tree_hash FROM restore_ranges WHERE ino = ?",
                              (ino,))
         return {r["first"]: (r["size"], r["tree_hash"]) for r in rows}
 
-    def _downloaded(self, row: Restore) -> int:
+    def downloaded(self, row: Restore) -> int:
         with self._lock:
             in_flight = self._in_flight.get(row.ino, 0)
-        return sum(size for size, _ in self._ranges(row.ino).values()) + in_flight
+        return sum(size for size, _ in self.ranges(row.ino).values()) + in_flight
 
-    def _update(self, ino: int, **values) -> None:
+    def update(self, ino: int, **values) -> None:
         columns = ", ".join(f"{name} = ?" for name in values)
         with self.db.transaction() as conn:
             conn.execute(f"UPDATE restores SET {columns} WHERE ino = ?", (*values.values(), ino))
-        self._changed(ino)
+        self.changed(ino)
 
-    def _changed(self, ino: int) -> None:
+    def changed(self, ino: int) -> None:
         with self._lock:
             for name in XATTRS:
                 self._memo.pop((ino, name), None)
 
-    def _shown(self, path: bytes) -> str:
+    def shown(self, path: bytes) -> str:
         text = path.decode("utf-8", "backslashreplace")
         return f"{self.mountpoint}{text}" if self.mountpoint is not None else text
 
-    def _staged(self, row: Restore, index: int) -> Path:
+    def staged(self, row: Restore, index: int) -> Path:
         return self.directory / f"{row.cache_key}.{index}"
 
-    # ---- the poller -----------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                self._sweep()
-                for row in self._rows(("waiting", "downloading")):
-                    if self._stop.is_set():
-                        return
-                    self._advance(row)
-            except Exception:  # the poller must go on; the next round tries again
-                log.exception("restore poller: unexpected error; trying again in %s s",
-                              self.config.poll_interval)
-            self._wake.wait(self.config.poll_interval)
-
-    def _sweep(self) -> None:
-        """Staged part files that no restore names (finished, dropped, or removed files)."""
-        keys = {r["cache_key"] for r in self.db.query("SELECT cache_key FROM restores")}
-        for path in self.directory.iterdir():
-            if path.name.rpartition(".")[0] not in keys:
-                path.unlink(missing_ok=True)
-
-    def _advance(self, row: Restore) -> None:
-        """One step for one restore: start a job, poll it, or download and finish."""
-        shown = self._shown(self.catalog.path_of(row.ino))
-        node = self._current(row, shown)
-        if node is None:
-            return
-        try:
-            if row.job_id is None:
-                row = self._new_job(row, shown, row.error or "no job")
-                if row is None:
-                    return
-            if row.state == "waiting":
-                job = self.vault.describe_job(row.job_id)
-                if job["StatusCode"] == "InProgress":
-                    return
-                if job["StatusCode"] != "Succeeded":
-                    raise _JobGone(f"job {row.job_id} ended {job['StatusCode']}: "
-                                   f"{job.get('StatusMessage')}")
-                row = self._job_ready(row, job, shown)
-            self._download(row, shown)
-            self._finish(row, shown)
-        except _Stopping:
-            return
-        except _Dropped:
-            log.info("%s: removed or replaced while it was restored; restore dropped", shown)
-        except _RestoreFailed as failure:
-            self._fail(row, str(failure), shown)
-        except _JobGone as gone:
-            self._update(row.ino, job_id=None, state="waiting", error=str(gone))
-            self._new_job(self._row(row.ino), shown, str(gone))
-        except Exception as error:  # noqa: BLE001 - the vault's trouble: try again next round
-            if is_not_found(error):
-                reason = f"job {row.job_id} is unknown to the vault (expired?)"
-                self._update(row.ino, job_id=None, state="waiting", error=reason)
-                self._new_job(self._row(row.ino), shown, reason)
-                return
-            if not is_unreachable(error):
-                log.warning("%s: restore: %s; trying again in %s s", shown, error,
-                            self.config.poll_interval)
+    def in_flight(self, ino: int, nbytes: int | None) -> None:
+        """Bytes of the range being downloaded (None: none is), for progress."""
+        with self._lock:
+            if nbytes is None:
+                self._in_flight.pop(ino, None)
             else:
-                log.warning("%s: restore waits for the vault: %s", shown, error)
-            self._update(row.ino, error=str(error))
-
-    def _current(self, row: Restore, shown: str) -> Inode | None:
-        """The inode, if it still holds the archive being restored; else drop the restore."""
-        node = self.catalog.inode(row.ino) if self.catalog.exists(row.ino) else None
-        if node is not None and node.archive_id == row.archive_id:
-            return node
-        log.info("%s: its content changed while it was restored; restore of archive %s dropped",
-                 shown, row.archive_id)
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM restores WHERE ino = ? AND archive_id = ?",
-                         (row.ino, row.archive_id))
-        self._changed(row.ino)
-        return None
-
-    def _new_job(self, row: Restore | None, shown: str, reason: str) -> Restore | None:
-        """Replace a job that failed, expired or stopped delivering; fail the restore after
-        MAX_JOBS in a row that delivered nothing."""
-        if row is None:
-            return None
-        if row.jobs >= MAX_JOBS:
-            self._fail(row, f"{reason}; {row.jobs} jobs in a row delivered nothing", shown)
-            return None
-        try:
-            job_id = self.vault.initiate_retrieval(row.archive_id, row.tier)
-        except Exception as error:  # noqa: BLE001 - next round tries again
-            log.warning("%s: %s; a new job could not be started yet: %s", shown, reason, error)
-            self._update(row.ino, error=f"{reason}; InitiateJob: {error}")
-            return None
-        self._update(row.ino, job_id=job_id, job_started_ns=time.time_ns(), state="waiting",
-                     jobs=row.jobs + 1, error=reason)
-        log.warning("%s: %s; started job %s (%d of at most %d in a row)", shown, reason,
-                    job_id, row.jobs + 1, MAX_JOBS)
-        return self._row(row.ino)
-
-    def _job_ready(self, row: Restore, job: dict, shown: str) -> Restore:
-        archive_hash = job.get("ArchiveSHA256TreeHash")
-        if row.tree_hash and archive_hash and archive_hash != row.tree_hash:
-            raise _RestoreFailed(f"the vault's archive has tree hash {archive_hash}, the "
-                                 f"catalog recorded {row.tree_hash}")
-        self._update(row.ino, state="downloading", tree_hash=row.tree_hash or archive_hash)
-        log.info("%s: job %s is ready; downloading %d bytes", shown, row.job_id, row.size)
-        return self._row(row.ino)
-
-    def _fail(self, row: Restore, reason: str, shown: str) -> None:
-        self._update(row.ino, state="failed", error=reason)
-        log.error("%s: restore failed: %s; `glacierfs restore %s` tries again", shown, reason,
-                  shown)
-
-    # ---- downloading ----------------------------------------------------------------------
-
-    def _download(self, row: Restore, shown: str) -> None:
-        done = self._ranges(row.ino)
-        expected = self.catalog.part_hashes(row.ino) if row.range_size == row.part_size else {}
-        for first, size in row.ranges():
-            if self._stop.is_set():
-                raise _Stopping
-            if first in done and self._staged_holds(row, first, size):
-                continue
-            part_hash = expected.get(first // row.part_size, (None, None))[1]
-            self._fetch(row, first, size, part_hash, shown)
-
-    def _staged_holds(self, row: Restore, first: int, size: int) -> bool:
-        index, offset = divmod(first, row.part_size)
-        try:
-            return os.path.getsize(self._staged(row, index)) >= offset + size
-        except OSError:
-            return False  # moved into the cache already (_finish), or lost: fetched again
-
-    def _fetch(self, row: Restore, first: int, size: int, part_hash: str | None,
-               shown: str) -> None:
-        """Download one range until it verifies, then record it."""
-        last = first + size - 1
-        problem = ""
-        for attempt in range(1, RANGE_ATTEMPTS + 1):
-            try:
-                digest = self._fetch_once(row, first, size, part_hash)
-            except (_RestoreFailed, _Stopping):
-                raise
-            except Exception as error:  # sorted below
-                if is_unreachable(error):
-                    raise
-                if is_not_found(error) or error_code(error) == "InvalidParameterValueException":
-                    raise _JobGone(f"job {row.job_id}: GetJobOutput: {error}") from None
-                problem = str(error) or type(error).__name__
-            else:
-                self._record(row, first, size, digest)
-                return
-            level = logging.WARNING if attempt < RANGE_ATTEMPTS else logging.ERROR
-            log.log(level, "%s: range %d-%d of job %s refused: %s (attempt %d of %d)", shown,
-                    first, last, row.job_id, problem, attempt, RANGE_ATTEMPTS)
-            if self._stop.wait(min(0.5 * 2 ** (attempt - 1), 8.0)):
-                raise _Stopping
-        raise _JobGone(f"range {first}-{last} failed {RANGE_ATTEMPTS} times: {problem}")
-
-    def _fetch_once(self, row: Restore, first: int, size: int, part_hash: str | None) -> str:
-        index, offset = divmod(first, row.part_size)
-        body, checksum = self.vault.job_output(row.job_id, first, first + size - 1)
-        hasher = treehash.TreeHasher()
-        fd = os.open(self._staged(row, index), os.O_WRONLY | os.O_CREAT, 0o600)
-        got = 0
-        try:
-            with body:
-                while chunk := body.read(treehash.CHUNK):
-                    if self._stop.is_set():
-                        raise _Stopping
-                    os.pwrite(fd, chunk, offset + got)
-                    hasher.update(chunk)
-                    got += len(chunk)
-                    with self._lock:
-                        self._in_flight[row.ino] = got
-            if got != size:
-                raise ValueError(f"{got} bytes arrived, {size} expected")
-            digest = hasher.hexdigest()
-            if checksum is not None and checksum != digest:
-                raise ValueError(f"the bytes hash to {digest}, the vault sent tree hash "
-                                 f"{checksum} for them")
-            if part_hash is not None and digest != part_hash:
-                if checksum == digest:  # the vault agrees with the bytes: not a transfer error
-                    raise _RestoreFailed(f"part {index} in the vault hashes to {digest}, it was "
-                                         f"uploaded as {part_hash}")
-                raise ValueError(f"the bytes hash to {digest}, part {index} was uploaded as "
-                                 f"{part_hash}")
-            os.fsync(fd)
-            return digest
-        finally:
-            os.close(fd)
-            with self._lock:
-                self._in_flight.pop(row.ino, None)
-
-    def _record(self, row: Restore, first: int, size: int, digest: str) -> None:
-        with self.db.transaction() as conn:
-            if conn.execute("SELECT 1 FROM restores WHERE ino = ? AND archive_id = ?",
-                            (row.ino, row.archive_id)).fetchone() is None:
-                raise _Dropped
-            conn.execute("INSERT OR REPLACE INTO restore_ranges (ino, first, size, tree_hash) "
-                         "VALUES (?, ?, ?, ?)", (row.ino, first, size, digest))
-            conn.execute("UPDATE restores SET jobs = 1, error = NULL WHERE ino = ?", (row.ino,))
-        self._changed(row.ino)
-
-    # ---- finishing ------------------------------------------------------------------------
-
-    def _finish(self, row: Restore, shown: str) -> None:
-        """Every range is verified: check the parts as they are on disk against them and the
-        archive's tree hash, move them into the cache, record them on the inode."""
-        ranges = self._ranges(row.ino)
-        parts: list[tuple[int, str]] = []
-        paths: list[tuple[str, str, bool]] = []  # (key, path, staged: still to be moved)
-        for index in range(row.parts()):
-            key = f"{row.cache_key}.{index}"
-            start = index * row.part_size
-            length = min(row.part_size, row.size - start)
-            staged = self._staged(row, index)
-            path = str(staged) if staged.exists() else self.cache.path(key)  # moved before a crash
-            expected = treehash.combine_hex([ranges[first][1] for first in sorted(ranges)
-                                             if start <= first < start + length])
-            digest = _file_tree_hash(path) if path is not None else None
-            if path is None or os.path.getsize(path) != length or digest != expected:
-                # what was verified on arrival is not on the disk any more: fetch it again
-                log.warning("%s: part %d of the download is missing or changed on the cache "
-                            "disk; fetching it again", shown, index)
-                with self.db.transaction() as conn:
-                    conn.execute("DELETE FROM restore_ranges WHERE ino = ? AND first >= ? AND "
-                                 "first < ?", (row.ino, start, start + length))
-                return
-            parts.append((length, digest))
-            paths.append((key, path, staged.exists()))
-        archive_hash = treehash.combine_hex([digest for _, digest in parts])
-        if row.tree_hash and archive_hash != row.tree_hash:
-            raise _RestoreFailed(f"the parts combine to tree hash {archive_hash}, the archive's "
-                                 f"is {row.tree_hash}")
-        if self._current(row, shown) is None:
-            return
-        for key, path, staged in paths:
-            if staged:
-                self.cache.adopt(key, path)
-        with self.db.transaction() as conn:
-            # An overwrite could have recorded another archive since _current(): check again,
-            # in the transaction that records the parts.
-            node = self.catalog.inode(row.ino) if self.catalog.exists(row.ino) else None
-            if node is None or node.archive_id != row.archive_id:
-                raise _Dropped
-            self.catalog.set_stored(row.ino, node.size, node.archive_id,
-                                    node.tree_hash or archive_hash, row.part_size,
-                                    row.cache_key, parts)
-            conn.execute("DELETE FROM restores WHERE ino = ?", (row.ino,))
-        self._changed(row.ino)
-        log.info("%s: restored: %d bytes in %d part(s), tree hash %s verified (job %s)", shown,
-                 row.size, len(parts), archive_hash, row.job_id)
-
-
-def _file_tree_hash(path: str) -> str:
-    hasher = treehash.TreeHasher()
-    with open(path, "rb") as src:
-        while chunk := src.read(treehash.CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+                self._in_flight[ino] = nbytes

@@ -353,7 +353,9 @@ def test_restore_on_read_starts_the_job_and_the_read_still_fails(mount, tmp_path
     assert cost(before, m.stats())["InitiateJob"] == 1
 
 
-def test_removing_a_file_while_it_is_restored_drops_the_restore(mount, tmp_path):
+@pytest.mark.parametrize("how", ["rm", "overwrite"])
+def test_a_file_removed_or_overwritten_while_it_is_restored_drops_the_restore(mount, tmp_path,
+                                                                              how):
     m = mount()
     write_files(m, tmp_path, {"f.bin": pattern(3 * PART, 11), "g.bin": pattern(PART, 12)})
     m = evicted(mount, m)
@@ -361,13 +363,22 @@ def test_removing_a_file_while_it_is_restored_drops_the_restore(mount, tmp_path)
     before = m.stats()
     os.setxattr(m.path / "f.bin", RESTORE, b"Standard")
     wait_for(lambda: cost(before, m.stats()).get("GetJobOutput", 0) >= 2, "range 1")
-    os.unlink(m.path / "f.bin")
-    assert restore_rows(m) == ([], [])
+    new = pattern(PART + 1, 13)
+    if how == "rm":
+        os.unlink(m.path / "f.bin")
+        assert restore_rows(m) == ([], [])  # went with the file
+    else:
+        (m.path / "f.bin").write_bytes(new)
     m.set_faults("")
+    wait_for(lambda: restore_rows(m) == ([], []), "the restore to be dropped")
     wait_for(lambda: not list((m.cache_dir / "restore").iterdir()), "staged parts to go")
+    assert log_lines(m, "/f.bin: its content changed while it was restored")
+    if how == "overwrite":
+        assert state(m.path / "f.bin") == "cached"
+        assert (m.path / "f.bin").read_bytes() == new
     os.setxattr(m.path / "g.bin", RESTORE, b"Standard")  # the poller goes on
     wait_state(m.path / "g.bin", "cached")
-    assert not [line for line in m.log().splitlines() if "Traceback" in line]
+    assert "Traceback" not in m.log()
 
 
 # ---- progress ----------------------------------------------------------------------------------
