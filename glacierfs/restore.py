@@ -175,6 +175,9 @@ class Restores:
     def stop(self) -> None:
         """Stop the poller; a download in flight is left for the next mount."""
         if self._poller is not None:
+            left = len(self.rows(("waiting", "downloading")))
+            if left:
+                log.info("stopping: %d restore(s) go on at the next mount", left)
             self._poller.stop()
 
     # ---- extended attributes --------------------------------------------------------------

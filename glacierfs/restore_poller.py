@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STOP_WAIT = 10.0  # seconds an unmount waits for the poller to leave a request
+
 
 class _JobGone(Exception):
     """The job failed, expired, or stopped delivering: a new job is needed."""
@@ -55,6 +57,7 @@ class Poller:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="restore", daemon=True)
+        self._body = None  # the job output being read, so stop() can cut it
 
     def start(self) -> Poller:
         self._thread.start()
@@ -64,11 +67,21 @@ class Poller:
         self._wake.set()
 
     def stop(self) -> None:
-        """Stop at the next chunk; a range in flight is fetched again by the next mount."""
+        """Stop at the next chunk; a range in flight is fetched again by the next mount. A
+        download blocked on a slow connection is cut (its body closed), so unmounting does not
+        wait for it; a request still waiting for its reply is left behind after STOP_WAIT."""
         self._stop.set()
         self._wake.set()
+        body = self._body
+        if body is not None:
+            try:
+                body.close()
+            except Exception:  # noqa: BLE001 - closing is only a hurry-up
+                pass
+        self._thread.join(timeout=STOP_WAIT)
         if self._thread.is_alive():
-            self._thread.join(timeout=60)
+            log.warning("restore poller: still in a request after %s s; not waiting for it",
+                        STOP_WAIT)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -220,6 +233,8 @@ class Poller:
             except (_RestoreFailed, _Stopping):
                 raise
             except Exception as error:  # sorted below
+                if self._stop.is_set():
+                    raise _Stopping from None  # stop() cut the connection
                 if is_unreachable(error):
                     raise
                 if is_not_found(error) or error_code(error) == "InvalidParameterValueException":
@@ -238,6 +253,7 @@ class Poller:
     def _fetch_once(self, row: Restore, first: int, size: int, part_hash: str | None) -> str:
         index, offset = divmod(first, row.part_size)
         body, checksum = self.vault.job_output(row.job_id, first, first + size - 1)
+        self._body = body
         hasher = treehash.TreeHasher()
         fd = os.open(self.restores.staged(row, index), os.O_WRONLY | os.O_CREAT, 0o600)
         got = 0
@@ -265,6 +281,7 @@ class Poller:
             os.fsync(fd)
             return digest
         finally:
+            self._body = None
             os.close(fd)
             self.restores.in_flight(row.ino, None)
 

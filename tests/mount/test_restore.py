@@ -175,6 +175,7 @@ def test_the_state_attribute_through_a_file_s_life(mount, tmp_path):
     m = evicted(mount, m)
     path = m.path / "f.bin"
     assert state(path) == "archived"
+    m.set_faults("GetJobOutput:hang:#1")  # the restore stays unfinished until released
     before = m.stats()
     subprocess.run(["setfattr", "-n", RESTORE, "-v", "Standard", str(path)], check=True)
     value = fields(state(path))
@@ -191,6 +192,7 @@ def test_the_state_attribute_through_a_file_s_life(mount, tmp_path):
     assert read_errno(path) == errno.ENODATA
     assert log_lines(m, "/f.bin: not readable yet: being restored (tier Standard, job")
 
+    m.set_faults("")
     wait_state(path, "cached")
     assert cost(before, m.stats())["InitiateJob"] == 1
     assert os.listxattr(path) == [STATE]
@@ -268,6 +270,34 @@ def test_a_restore_killed_mid_download_resumes_at_the_next_mount(mount, tmp_path
     assert (m.path / "big.bin").read_bytes() == data
 
 
+def test_a_restore_unmounted_mid_download_resumes_at_the_next_mount(mount, tmp_path):
+    data = pattern(4 * PART + 1, 14)
+    m = mount()
+    write_files(m, tmp_path, {"f.bin": data})
+    m = evicted(mount, m)
+    m.set_faults("GetJobOutput:hang:#3")
+    before = m.stats()
+    os.setxattr(m.path / "f.bin", RESTORE, b"Standard")
+    wait_for(lambda: cost(before, m.stats()).get("GetJobOutput", 0) >= 3, "range 2 to be asked")
+    umount = subprocess.Popen([sys.executable, "-m", "glacierfs", "umount", str(m.path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=m.env)
+    wait_for(lambda: log_lines(m, "stopping: 1 restore(s) go on at the next mount"), "stop")
+    m.set_faults("")  # the held range is answered (503, then retried) after the stop began
+    _, err = umount.communicate(timeout=60)
+    assert umount.returncode == 0, err
+    assert not log_lines(m, " refused: ")  # stopping is not a broken range
+    rows, verified = restore_rows(m)
+    assert [r["state"] for r in rows] == ["downloading"]
+    assert sorted(r["first"] for r in verified) == [0, PART]
+
+    before = m.stats()
+    m = mount(*POLL, cache_dir=m.cache_dir)
+    wait_state(m.path / "f.bin", "cached")
+    assert cost(before, m.stats())["GetJobOutput"] == ranges(len(data)) - 2
+    assert (m.path / "f.bin").read_bytes() == data
+
+
 @pytest.mark.parametrize("kind", ["drop", "corrupt"])
 def test_a_broken_range_is_refused_and_fetched_again(mount, tmp_path, kind):
     data = pattern(4 * PART + 1, 6)
@@ -342,12 +372,15 @@ def test_restore_on_read_starts_the_job_and_the_read_still_fails(mount, tmp_path
     m = mount()
     write_files(m, tmp_path, {"f.bin": data})
     m = evicted(mount, m, "--restore-on-read", "bulk")
+    m.set_faults("GetJobOutput:hang:#1")  # the restore stays unfinished until released
     before = m.stats()
     assert read_errno(m.path / "f.bin") == errno.ENODATA
     line = [line for line in m.log().splitlines() if "--restore-on-read started" in line]
     assert line and "Bulk" in line[0] and "ENODATA" in line[0]
     assert fields(state(m.path / "f.bin"))["tier"] == "Bulk"
     assert read_errno(m.path / "f.bin") == errno.ENODATA  # while it runs: no second job
+    assert log_lines(m, "/f.bin: not readable yet: being restored (tier Bulk")
+    m.set_faults("")
     wait_state(m.path / "f.bin", "cached")
     assert (m.path / "f.bin").read_bytes() == data
     assert cost(before, m.stats())["InitiateJob"] == 1
