@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS restores (
     job_id       TEXT,
     job_started_ns INTEGER,          -- when job_id was initiated
     requested_ns INTEGER NOT NULL,
-    jobs         INTEGER NOT NULL DEFAULT 1,  -- jobs started since a range was last verified
+    jobs         INTEGER NOT NULL DEFAULT 1,  -- jobs started since the last verified range
     error        TEXT                -- the last trouble; for 'failed', why it was given up
 );
 

@@ -293,7 +293,8 @@ class Poller:
                 raise _Dropped
             conn.execute("INSERT OR REPLACE INTO restore_ranges (ino, first, size, tree_hash) "
                          "VALUES (?, ?, ?, ?)", (row.ino, first, size, digest))
-            conn.execute("UPDATE restores SET jobs = 1, error = NULL WHERE ino = ?", (row.ino,))
+            # this job delivers: only jobs started after it count towards MAX_JOBS
+            conn.execute("UPDATE restores SET jobs = 0, error = NULL WHERE ino = ?", (row.ino,))
         self.restores.changed(row.ino)
 
     # ---- finishing ------------------------------------------------------------------------

@@ -227,6 +227,8 @@ def test_attribute_refusals(mount, tmp_path):
         os.getxattr(m.path / "d", STATE)
     assert raised.value.errno == errno.ENODATA
     assert os.listxattr(m.path / "d") == []
+    os.symlink("f", m.path / "d" / "link")
+    assert os.listxattr(m.path / "d" / "link", follow_symlinks=False) == []
     assert state(path) == "cached"
     assert path.read_bytes() == b"data"
 
@@ -364,6 +366,34 @@ def test_jobs_that_keep_failing_are_reported_not_lost(mount, tmp_path):
     m.set_faults("")  # asking again tries again, with the verified ranges kept
     os.setxattr(m.path / "f.bin", RESTORE, b"Standard")
     wait_state(m.path / "f.bin", "cached")
+    assert (m.path / "f.bin").read_bytes() == data
+
+
+def test_a_range_that_never_verifies_ends_the_job_and_then_the_restore(mount, tmp_path):
+    data = pattern(3 * PART, 15)
+    m = mount()
+    write_files(m, tmp_path, {"f.bin": data})
+    m = evicted(mount, m)
+    m.set_faults("GetJobOutput:corrupt:#2+")  # range 0 verifies, range 1 never does
+    before = m.stats()
+    os.setxattr(m.path / "f.bin", RESTORE, b"Standard")
+    wait_state(m.path / "f.bin", "archived error=", timeout=120)
+    spent = cost(before, m.stats())
+    # job 1 delivers range 0, then range 1 fails five times; so it does in jobs 2, 3 and 4
+    # (range 0 kept), which deliver nothing: three in a row, and the restore fails
+    assert (spent["InitiateJob"], spent["GetJobOutput"]) == (4, 1 + 4 * 5)
+    value = state(m.path / "f.bin")
+    assert "range 1048576-2097151 failed 5 times" in value
+    assert "3 jobs in a row delivered nothing" in value
+    assert len(log_lines(m, "/f.bin: range 1048576-2097151 ", "(attempt 5 of 5)",
+                         " ERROR ")) == 4
+    assert [r["first"] for r in restore_rows(m)[1]] == [0]  # kept for the next try
+
+    m.set_faults("")
+    before = m.stats()
+    os.setxattr(m.path / "f.bin", RESTORE, b"Standard")
+    wait_state(m.path / "f.bin", "cached")
+    assert cost(before, m.stats())["GetJobOutput"] == ranges(len(data)) - 1
     assert (m.path / "f.bin").read_bytes() == data
 
 
