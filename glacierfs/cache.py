@@ -9,6 +9,7 @@ point leaves at least one indexed copy (never a file that no index row names).
   pending    diskcache with eviction 'none': full and hashed, waiting for or being uploaded.
              A part the vault does not have yet can never be evicted.
   uploaded   diskcache, least-recently-used, size-limited: in the vault, kept for reads
+             (parts just uploaded, and parts restored from the vault: restore.py)
 
 Backpressure: bytes in staging + pending never exceed the cache size; reserve() blocks until
 uploads make room. The uploaded cache gets whatever the cache size leaves over.

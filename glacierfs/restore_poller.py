@@ -76,8 +76,8 @@ class Poller:
         if body is not None:
             try:
                 body.close()
-            except Exception:  # noqa: BLE001 - closing is only a hurry-up
-                pass
+            except Exception as error:  # noqa: BLE001 - closing is only a hurry-up
+                log.debug("restore poller: closing the download in flight: %s", error)
         self._thread.join(timeout=STOP_WAIT)
         if self._thread.is_alive():
             log.warning("restore poller: still in a request after %s s; not waiting for it",
