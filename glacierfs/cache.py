@@ -9,6 +9,7 @@ point leaves at least one indexed copy (never a file that no index row names).
   pending    diskcache with eviction 'none': full and hashed, waiting for or being uploaded.
              A part the vault does not have yet can never be evicted.
   uploaded   diskcache, least-recently-used, size-limited: in the vault, kept for reads
+             (parts just uploaded, and parts restored from the vault: restore.py)
 
 Backpressure: bytes in staging + pending never exceed the cache size; reserve() blocks until
 uploads make room. The uploaded cache gets whatever the cache size leaves over.
@@ -139,6 +140,17 @@ class PartCache:
             self.pending.delete(key)  # removes the row and the pending name
         self.release(nbytes)
         self._trim_uploaded()
+
+    def adopt(self, key: str, path: str) -> None:
+        """A part restored from the vault (and verified) -> uploaded, by hard link; then the
+        old name goes. Kept for reading like any uploaded part, and evicted the same way."""
+        self.uploaded.set(key, _MovedFile(path))
+        os.unlink(path)
+        self._trim_uploaded()
+
+    def has(self, key: str) -> bool:
+        """Whether the part is cached anywhere, without counting as a use for the LRU."""
+        return self.staging_path(key).exists() or key in self.pending or key in self.uploaded
 
     def unseal(self, key: str) -> bool:
         """pending/uploaded -> staging, to write into a part again; False if evicted."""

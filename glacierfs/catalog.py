@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import FsError
 from .journal import SCHEMA as JOURNAL_SCHEMA
 from .journal import Journal
+from .restore import SCHEMA as RESTORE_SCHEMA
 from .sqlite import Database
 
 ROOT_INO = 1
@@ -96,7 +97,8 @@ class Catalog:
     def __init__(self, path: Path, uid: int, gid: int) -> None:
         # Power-cut durability per transaction (sqlite.py): the ones marked durable are an
         # archive recorded (set_stored), an archive doomed (journal.doom) and fsync(2).
-        self.db = Database(path, SCHEMA + JOURNAL_SCHEMA, always_durable=False)
+        self.db = Database(path, SCHEMA + JOURNAL_SCHEMA + RESTORE_SCHEMA,
+                           always_durable=False)
         self.journal = Journal(self.db)  # same database: both can change in one transaction
         if self.db.one("SELECT ino FROM inodes WHERE ino = ?", (ROOT_INO,)) is None:
             now = time.time_ns()

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .config import TIERS
 from .errors import UserError
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -132,6 +133,11 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
 @click.option("--abort-orphans", is_flag=True,
               help="Abort multipart uploads in the vault that this cache's journal does not "
                    "know (left by a lost cache or another tool); default: only report them.")
+@click.option("--restore-poll", default=60.0, show_default=True, type=float,
+              help="Seconds between two checks of the retrieval jobs of restores.")
+@click.option("--restore-on-read", metavar="TIER",
+              help="Reading a file that is not cached starts its restore with this tier "
+                   "(Expedited, Standard, Bulk); the read still fails (ENODATA) until it is.")
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -143,10 +149,11 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
               help="Upload a snapshot of the catalog this often while it changes (and always "
                    "at unmount); 0 = only at unmount. `glacierfs recover` restores it.")
 def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_vault, local_dir,
-          cache_dir, cache_size, part_size, upload_threads, abort_orphans, foreground, log_level,
-          log_file, fuse_options, snapshot_interval) -> None:
+          cache_dir, cache_size, part_size, upload_threads, abort_orphans, restore_poll,
+          restore_on_read, foreground, log_level, log_file, fuse_options,
+          snapshot_interval) -> None:
     """Mount a Glacier vault as a directory."""
-    from .config import CacheConfig, VaultConfig, parse_size
+    from .config import CacheConfig, RestoreConfig, VaultConfig, parse_size
     from .mount import MountOptions, parse_fuse_options, run
 
     cache_dir = cache_dir or default_cache_dir(vault, local_dir)
@@ -163,6 +170,7 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
         abort_orphans=abort_orphans,
         fuse_options=parse_fuse_options(fuse_options),
         snapshot_interval=snapshot_interval,
+        restore=RestoreConfig(poll_interval=restore_poll, on_read=restore_on_read),
     )
     if foreground and log_file is None:
         _setup_logging(log_level)
@@ -234,7 +242,7 @@ def status(mountpoint: Path, watch: bool) -> None:
               help="Replace a catalog the cache dir already has (it is kept as a backup).")
 @click.option("--poll-interval", default=60.0, show_default=True, metavar="SECONDS",
               type=click.FloatRange(min=0.01), help="How often to ask whether a job is done.")
-@click.option("--tier", type=click.Choice(["Expedited", "Standard", "Bulk"]),
+@click.option("--tier", type=click.Choice(TIERS),
               default="Standard", show_default=True,
               help="Retrieval tier for the catalog snapshot (Expedited: minutes, costs more).")
 def recover(vault: str, endpoint_url, region, profile, local_dir, cache_dir, force,
@@ -274,11 +282,30 @@ def inventory(vault: str, endpoint_url, region, profile, local_dir, cache_dir,
                   local_dir.absolute() if local_dir is not None else None, poll_interval)
 
 
+@cli.command()
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True,
+                type=click.Path(path_type=Path))
+@click.option("--tier", type=click.Choice(TIERS, case_sensitive=False),
+              default="Standard", show_default=True,
+              help="Retrieval tier: Expedited (minutes), Standard (hours), Bulk (cheapest).")
+@click.option("--wait", is_flag=True,
+              help="Show progress bars until every file is restored (or failed).")
+def restore(paths: tuple[Path, ...], tier: str, wait: bool) -> None:
+    """Restore files of a mount (directories: every file below) from the vault into the cache.
+
+    Each file gets `setfattr -n user.glacier.restore -v TIER`; reads work once
+    `getfattr -n user.glacier.state FILE` says cached.
+    """
+    from .restore_cmd import run as run_restore
+
+    run_restore(paths, tier, wait)
+
+
 # `-o` keys that are glacierfs options when mounted from /etc/fstab (mount.fuse runs
 # `glacierfs VAULT MOUNTPOINT -o opts`), and mount(8)-only keys that FUSE must not see.
 FSTAB_OPTIONS = {"local", "cache_dir", "cache_size", "part_size", "upload_threads",
                  "endpoint_url", "region", "profile", "log_file", "log_level",
-                 "snapshot_interval"}
+                 "snapshot_interval", "restore_poll", "restore_on_read"}
 FSTAB_FLAGS = {"create_vault", "foreground", "abort_orphans"}
 MOUNT8_ONLY = {"_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "defaults"}
 

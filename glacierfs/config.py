@@ -90,3 +90,32 @@ class VaultConfig:
             raise UserError(
                 f"vault name {self.vault!r} is invalid: use 1-255 of a-z A-Z 0-9 _ - ."
             )
+
+
+# Retrieval tiers (glacier-api.md §2.13). Typical times: Expedited 1-5 min, Standard 3-5 h,
+# Bulk 5-12 h.
+TIERS = ("Expedited", "Standard", "Bulk")
+# A minute between two DescribeJob rounds: the fastest tier takes minutes, so a restore waits
+# at most a minute more than it must, for one request a minute per job.
+DEFAULT_RESTORE_POLL = 60.0
+
+
+def check_tier(text: str, what: str) -> str:
+    """'bulk' -> 'Bulk'; UserError for anything that is not a tier."""
+    for tier in TIERS:
+        if text.strip().lower() == tier.lower():
+            return tier
+    raise UserError(f"{what}: {text!r} is not a retrieval tier (use {', '.join(TIERS)})")
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    poll_interval: float = DEFAULT_RESTORE_POLL  # seconds between two rounds of the poller
+    on_read: str | None = None  # tier of a restore started by reading an uncached file
+
+    def __post_init__(self) -> None:
+        if not 0 < self.poll_interval <= 86400:
+            raise UserError(f"--restore-poll must be more than 0 and at most 86400 seconds, "
+                            f"got {self.poll_interval}")
+        if self.on_read is not None:
+            object.__setattr__(self, "on_read", check_tier(self.on_read, "--restore-on-read"))

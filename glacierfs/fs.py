@@ -29,6 +29,7 @@ from .catalog import ROOT_INO, Catalog, Inode
 from .config import CacheConfig
 from .description import describe
 from .errors import FsError
+from .restore import XATTRS, Restores
 from .upload import FileUpload, UploadPool
 from .vault import Vault
 
@@ -62,9 +63,13 @@ class GlacierFS:
         self._writers: dict[int, FileUpload] = {}  # ino -> its open writer
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
+        # Restores (restore.py): its poller is started by mount.py once the mount is live.
+        self.restores = Restores(catalog, cache, vault, config.part_size)
 
     def shutdown(self) -> None:
-        """Finish every open writer (the mount is going away), then stop the pool."""
+        """Stop restoring (the next mount goes on), finish every open writer (the mount is
+        going away), then stop the pool."""
+        self.restores.stop()
         for fh in list(self._handles):
             try:
                 self.release(fh)
@@ -79,6 +84,7 @@ class GlacierFS:
             writers = list(self._writers.values())
         return {
             "writers": [writer.progress() for writer in writers],
+            "restores": self.restores.progress(),
             "cache": {"reserved": self.cache.reserved, "uploaded": self.cache.uploaded.volume(),
                       "limit": self.cache.size_limit},
         }
@@ -318,11 +324,8 @@ class GlacierFS:
             part_start = index * node.part_size
             key = f"{node.cache_key}.{index}"
             path = self.cache.path(key) if node.cache_key else None
-            if path is None:
-                log.warning("%s: its data is only in the vault (archive %s), not in the cache; "
-                            "restoring archives arrives with `glacierfs restore`",
-                            handle.path.decode("utf-8", "backslashreplace"), node.archive_id)
-                raise FsError(errno.ENODATA, f"{handle.path!r} is not cached")
+            if path is None:  # logs how to restore it (or starts that: --restore-on-read)
+                raise self.restores.refuse_read(node, handle.path)
             if index not in handle.verified_parts:
                 hashes = hashes or self.catalog.part_hashes(node.ino)
                 self._verify_part(handle, node, index, path, hashes)
@@ -414,6 +417,28 @@ class GlacierFS:
             self.journal.end(cache_key)
             if self.catalog.exists(ino) and self.catalog.inode(ino).state == "writing":
                 self.catalog.remove(ino)
+
+    # ---- extended attributes: restores (restore.py) ---------------------------------------
+
+    def getxattr(self, path: bytes, name: str) -> bytes:
+        if name not in XATTRS:  # checked first: the kernel asks for security.* names often
+            raise FsError(errno.ENODATA, f"{path!r}: no attribute {name}")
+        node = self.catalog.resolve(path)
+        return self.restores.getxattr(node, name, self._uploading(node))
+
+    def listxattr(self, path: bytes) -> list[str]:
+        return self.restores.listxattr(self.catalog.resolve(path))
+
+    def setxattr(self, path: bytes, name: str, value: bytes) -> None:
+        node = self.catalog.resolve(path)
+        self.restores.setxattr(node, path, name, value, self._uploading(node))
+
+    def removexattr(self, path: bytes, name: str) -> None:
+        self.catalog.resolve(path)
+        raise FsError(errno.ENOTSUP, f"{path!r}: {name} cannot be removed")
+
+    def _uploading(self, node: Inode) -> bool:
+        return node.state == "writing" or node.ino in self._writers
 
     def root(self) -> Inode:
         return self.catalog.inode(ROOT_INO)

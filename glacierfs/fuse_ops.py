@@ -231,6 +231,24 @@ class GlacierOperations(Operations):
     def fsync(self, path, datasync, fh):
         self.fs.fsync(fh)
 
+    # ---- extended attributes (restores) ----------------------------------------------------
+
+    @_errors_mapped
+    def getxattr(self, path, name, position=0):
+        return self.fs.getxattr(_b(path), name)
+
+    @_errors_mapped
+    def listxattr(self, path):
+        return self.fs.listxattr(_b(path))
+
+    @_errors_mapped
+    def setxattr(self, path, name, value, options, position=0):
+        self.fs.setxattr(_b(path), name, value)
+
+    @_errors_mapped
+    def removexattr(self, path, name):
+        self.fs.removexattr(_b(path), name)
+
     @_errors_mapped
     def access(self, path, amode):
         self.fs.getattr(_b(path))  # existence; permissions are the kernel's (default_permissions)

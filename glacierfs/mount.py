@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .cache import PartCache
 from .catalog import Catalog
-from .config import CacheConfig, VaultConfig
+from .config import CacheConfig, RestoreConfig, VaultConfig
 from .errors import UserError
 from .fs import GlacierFS
 from .recovery import find_orphans, recover
@@ -42,6 +42,7 @@ class MountOptions:
     abort_orphans: bool = False  # abort multipart uploads in the vault the journal does not know
     fuse_options: dict = field(default_factory=dict)
     snapshot_interval: float = 15.0  # minutes between catalog snapshots; 0 = at unmount only
+    restore: RestoreConfig = field(default_factory=RestoreConfig)  # the poller; restore.py
 
 
 def runtime_dir() -> Path:
@@ -228,6 +229,7 @@ def _serve(options: MountOptions, report: int | None) -> None:
         state["closers"].insert(0, _snapshots(fs, options).start().stop)
         # `glacierfs status` reads what this thread writes; stopped first at destroy.
         state["closers"].insert(0, StatusWriter(fs, options.mountpoint).start().stop)
+        fs.restores.start(options.restore, options.mountpoint)  # stopped by fs.shutdown()
         log.info("mounted vault %s on %s (cache %s, part size %d, %d upload threads)",
                  options.vault.vault, options.mountpoint, options.cache.directory,
                  options.cache.part_size, options.cache.upload_threads)

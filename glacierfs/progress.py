@@ -1,8 +1,9 @@
 """Progress bars of `glacierfs status` and `glacierfs umount`, drawn from the mount daemon's
-status file (statusfile.py).
+status file (statusfile.py), and of `glacierfs restore --wait` (restore_cmd.py).
 
 The numbers come from another process, so no tqdm object owns a bar here: each snapshot is
-drawn with tqdm's format_meter, one line per file being uploaded and one for the cache. On a
+drawn with tqdm's format_meter, one line per file being uploaded or restored and one for the
+cache. On a
 terminal the lines are redrawn in place; anywhere else (a log, a test, a pipe) a new block is
 printed only when the progress changed, at most every few seconds, so output stays line-based
 and quiet.
@@ -58,6 +59,25 @@ def writer_line(writer: dict, width: int, ascii: bool) -> str:
     return _meter(_desc(_shown(writer["path"]), width), done, size, text, ascii)
 
 
+def restore_line(restore: dict, width: int, ascii: bool, now: float | None = None) -> str:
+    """One restore (the status file's `restores[]`, or a file `glacierfs restore --wait`
+    follows): bytes downloaded and verified of the archive's size, and where it is."""
+    now = time.time() if now is None else now
+    size, done, state = restore["size"], restore["bytes_downloaded"], restore["state"]
+    since = (f", job started {tqdm.format_interval(max(now - restore['started'], 0))} ago"
+             if restore.get("started") else "")
+    tier = restore.get("tier") or "?"
+    text = {
+        "waiting": f"waiting for the job ({tier}{since})",
+        "downloading": f"downloading ({tier}{since})",
+        "cached": "restored: cached",
+        "failed": f"failed: {restore.get('error')}",
+    }.get(state, state)
+    if state in ("waiting", "downloading"):
+        text = f"{human(done)} of {human(size)}, {text}"
+    return _meter(_desc(_shown(restore["path"]), width), done, max(size, 1), text, ascii)
+
+
 def cache_line(cache: dict, width: int, ascii: bool) -> str:
     text = (f"{human(cache['reserved'])} of {human(cache['limit'])} held by unsent parts; "
             f"uploaded parts kept: {human(cache['uploaded'])}")
@@ -72,26 +92,46 @@ def render(status: dict, ascii: bool, now: float | None = None) -> list[str]:
                f"{status['pid']}): ")
     heading += (f"{len(writers)} upload(s) pending, {human(status['rate'])}/s"
                 if writers else "no uploads pending")
+    restores = status.get("restores", [])  # daemons from before restores have none
+    running = sum(1 for r in restores if r["state"] != "failed")
+    if restores:
+        heading += f"; {running} restore(s) running"
+        if running < len(restores):
+            heading += f", {len(restores) - running} failed"
     age = now - status["time"]
     if age > STALE:
         heading += f" (as of {age:.0f} s ago: the daemon is busy)"
-    width = min(PATH_WIDTH, max([len("(cache)")] + [len(_shown(w["path"])) for w in writers]))
+    width = min(PATH_WIDTH, max([len("(cache)")] + [len(_shown(w["path"]))
+                                                    for w in writers + restores]))
     return [heading, *(writer_line(w, width, ascii) for w in writers),
+            *(restore_line(r, width, ascii, now) for r in restores),
             cache_line(status["cache"], width, ascii)]
 
 
 def _changes(status: dict) -> tuple:
     """What a new non-terminal block is printed for (not rates or the clock)."""
     return tuple((w["path"], w["state"], w["size"], w["parts"], w["parts_uploaded"])
-                 for w in status["writers"])
+                 for w in status["writers"]) + restore_changes(status)
+
+
+def restore_changes(status: dict) -> tuple:
+    return tuple((r["path"], r["state"], r["bytes_downloaded"])
+                 for r in status.get("restores", []))
+
+
+def restoring(status: dict) -> bool:
+    """Whether a restore is still running (failed ones are over)."""
+    return any(r["state"] != "failed" for r in status.get("restores", []))
 
 
 class Display:
     """Blocks of lines on `stream`: redrawn in place on a terminal; elsewhere a new block
     only when its progress changed, at most every `quiet` seconds (or when forced)."""
 
-    def __init__(self, stream: TextIO, quiet: float = QUIET) -> None:
+    def __init__(self, stream: TextIO, quiet: float = QUIET, draw=None, changes=None) -> None:
         self.stream = stream
+        self.draw = draw or render  # (status, ascii) -> lines
+        self.changes = changes or _changes  # status -> what a new non-terminal block is for
         self.tty = stream.isatty()
         encoding = (getattr(stream, "encoding", None) or "").lower()
         self.ascii = not (self.tty and encoding.startswith("utf"))
@@ -101,7 +141,7 @@ class Display:
         self._last_time = 0.0
 
     def show(self, status: dict, force: bool = False) -> None:
-        lines = render(status, self.ascii)
+        lines = self.draw(status, self.ascii)
         if self.tty:
             columns = shutil.get_terminal_size().columns
             up = f"\x1b[{self._drawn}F" if self._drawn else ""
@@ -109,7 +149,7 @@ class Display:
                               + "\x1b[J")
             self._drawn = len(lines)
         else:
-            key = _changes(status)
+            key = self.changes(status)
             now = time.monotonic()
             if not force and (key == self._last or now - self._last_time < self.quiet):
                 return
@@ -144,7 +184,7 @@ def show_status(mountpoint: Path, watch: bool) -> None:
     """`glacierfs status`: one snapshot, or (--watch) refresh until nothing is pending."""
     display = Display(sys.stdout)
     status = mount_status(mountpoint)
-    while watch and status["writers"]:
+    while watch and (status["writers"] or restoring(status)):
         display.show(status)
         time.sleep(1.0)
         pid, status = status["pid"], read_status(mountpoint)
@@ -153,7 +193,7 @@ def show_status(mountpoint: Path, watch: bool) -> None:
             return
         if not _alive(pid):
             raise UserError(f"the glacierfs daemon of {mountpoint} (pid {pid}) exited with "
-                            "uploads pending", exit_code=1)
+                            "uploads or restores pending", exit_code=1)
     display.show(status, force=True)
 
 

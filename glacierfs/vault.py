@@ -164,7 +164,7 @@ class Vault:
             if not marker:
                 return parts
 
-    # ---- retrieval jobs (recover.py, inventory.py) -----------------------------------------
+    # ---- retrieval jobs (jobs.py for recover/inventory; restore_poller.py) -------------------
 
     def start_job(self, parameters: dict) -> str:
         return self.client.initiate_job(vaultName=self.name, jobParameters=parameters)["jobId"]
@@ -182,12 +182,37 @@ class Vault:
         tree hash the service computed for those bytes)."""
         return self.client.get_job_output(vaultName=self.name, jobId=job_id)
 
+    def initiate_retrieval(self, archive_id: str, tier: str) -> str:
+        """Start an archive-retrieval job for the whole archive; its job id."""
+        reply = self.client.initiate_job(vaultName=self.name, jobParameters={
+            "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": tier})
+        return reply["jobId"]
+
+    def job_output_range(self, job_id: str, first: int, last: int):
+        """Bytes [first, last] of a finished job's output: (streaming body, the tree hash the
+        vault sent for them, None when the range is not tree-hash aligned)."""
+        reply = self.client.get_job_output(vaultName=self.name, jobId=job_id,
+                                           range=f"bytes={first}-{last}")
+        return reply["body"], reply.get("checksum")
+
 
 def is_not_found(error: BaseException) -> bool:
     """The vault does not know the archive or upload (deleted, aborted, expired)."""
     return (isinstance(error, botocore.exceptions.ClientError)
             and error.response["Error"]["Code"] == "ResourceNotFoundException")
 
+
+def error_code(error: BaseException) -> str | None:
+    """The service's error code (ResourceNotFoundException, ...), None for other errors."""
+    if isinstance(error, botocore.exceptions.ClientError):
+        return error.response["Error"]["Code"]
+    return None
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """No connection to the endpoint at all (after botocore's retries): wait, do not count."""
+    return isinstance(error, (botocore.exceptions.EndpointConnectionError,
+                              botocore.exceptions.ConnectTimeoutError))
 
 @contextmanager
 def user_errors(vault: str, missing: str = "") -> Iterator[None]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything glacierfs needs on a fresh Debian machine, idempotently:
-# FUSE 3 (libfuse3 for mfusepy, fusermount3 and mount.fuse), rsync, and a virtualenv in
+# FUSE 3 (libfuse3 for mfusepy, fusermount3 and mount.fuse), rsync, attr, and a virtualenv in
 # .venv with glacierfs and its test extras installed in editable mode; as root, a link
 # /usr/local/bin/glacierfs so fstab mounts (mount.fuse) find the command.
 set -euo pipefail
@@ -12,6 +12,8 @@ need_apt=()
 have_libfuse3() { ldconfig -p 2>/dev/null | grep 'libfuse3\.so\.' >/dev/null; }
 command -v fusermount3 >/dev/null 2>&1 && have_libfuse3 || need_apt+=(fuse3)
 command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
+# setfattr/getfattr: the restore tests (and users) drive restores through extended attributes.
+command -v setfattr >/dev/null 2>&1 || need_apt+=(attr)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
     echo "setup: installing ${need_apt[*]} with apt-get" >&2

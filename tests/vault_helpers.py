@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
+
+
+def wait_for_job(glacier, vault: str, job_id: str, timeout: float = 60.0) -> None:
+    """Until the job has completed (at once with --job-delay 0, the service's default)."""
+    deadline = time.monotonic() + timeout
+    while not glacier.describe_job(vaultName=vault, jobId=job_id)["Completed"]:
+        assert time.monotonic() < deadline, f"job {job_id} did not complete"
+        time.sleep(0.1)
 
 
 def inventory(glacier, vault: str) -> list[dict]:
-    """Archives present now (the local service runs jobs at once with --job-delay 0)."""
+    """Archives present now (the local service takes the inventory when the job starts)."""
     job = glacier.initiate_job(vaultName=vault, jobParameters={"Type": "inventory-retrieval"})
+    wait_for_job(glacier, vault, job["jobId"])
     output = glacier.get_job_output(vaultName=vault, jobId=job["jobId"])
     return json.loads(output["body"].read())["ArchiveList"]
 
@@ -16,6 +26,7 @@ def retrieve(glacier, vault: str, archive_id: str) -> tuple[bytes, str | None]:
     """An archive's bytes and the tree hash the service sent with them."""
     job = glacier.initiate_job(vaultName=vault, jobParameters={
         "Type": "archive-retrieval", "ArchiveId": archive_id})
+    wait_for_job(glacier, vault, job["jobId"])
     output = glacier.get_job_output(vaultName=vault, jobId=job["jobId"])
     return output["body"].read(), output.get("checksum")
 

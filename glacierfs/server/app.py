@@ -11,7 +11,7 @@ import json
 import logging
 import secrets
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
@@ -26,12 +26,13 @@ from .errors import (
     InvalidParameterValue,
     MissingParameterValue,
     RequestTimeout,
+    ResourceNotFound,
     SerializationError,
     ServerFault,
     Throttling,
     UnknownOperation,
 )
-from .faults import FaultInjector
+from .faults import AFTER_KINDS, FaultInjector
 from .jobs import Jobs
 from .store import Store
 
@@ -155,11 +156,20 @@ class GlacierApp:
                 log.info("fault injected: %s hang", operation)
                 self.faults.hold()
                 fault = "503"
-            if fault and fault != "hang-after":
+            if fault and fault not in AFTER_KINDS:
                 return self._inject(fault, operation, request, args, streamed)
             self.store.sweep()
             response = self._ops[operation](Call(request, args, body))
             log.debug("%s %s -> %d", operation, request.path, response.status_code)
+            if fault == "job-fails":
+                log.info("fault injected: %s job-fails", operation)
+                self.jobs.fail(response.headers["x-amz-job-id"],
+                               "Archive retrieval failed (injected fault)")
+            if fault == "corrupt":
+                log.info("fault injected: %s corrupt (a byte of the reply flipped)", operation)
+                length = response.headers.get("Content-Length") or (
+                    response.calculate_content_length() or 0)
+                response.response = _flipping(response.response, int(length) // 2)
             if fault == "hang-after":
                 log.info("fault injected: %s hang-after (done, reply held)", operation)
                 self.faults.hold()
@@ -212,6 +222,10 @@ class GlacierApp:
             return error_response(Throttling("Rate exceeded"))
         if kind == "408":
             return error_response(RequestTimeout("Request timed out (injected fault)"))
+        if kind == "404":
+            what = next((args[key] for key in ("job_id", "upload_id", "archive_id", "vault")
+                         if args.get(key)), "?")
+            return error_response(ResourceNotFound(f"Not found: {what} (injected fault)"))
         return error_response(ServerFault(int(kind), "Service unavailable (injected fault)"))
 
     def _admin(self, request: Request) -> Response:
@@ -389,6 +403,22 @@ def _drain(request: Request) -> None:
 
 def _header(headers: list[tuple[str, str]], name: str) -> str:
     return next(value for key, value in headers if key == name)
+
+
+def _flipping(body: Iterable[bytes], position: int) -> Iterator[bytes]:
+    """The same bytes, except that the one at `position` has every bit inverted."""
+    seen = 0
+    try:
+        for chunk in body:
+            if seen <= position < seen + len(chunk):
+                flipped = bytearray(chunk)
+                flipped[position - seen] ^= 0xFF
+                chunk = bytes(flipped)
+            seen += len(chunk)
+            yield chunk
+    finally:
+        if hasattr(body, "close"):
+            body.close()
 
 
 def _dropping(body: Iterator[bytes], length: int | str) -> Iterator[bytes]:

@@ -2,16 +2,21 @@
 
 SPEC is a comma-separated list of rules `OPERATION:KIND:WHEN`:
   OPERATION  an operation name (UploadMultipartPart, ...) or * for all
-  KIND       500 | 503 | 408 | throttle | drop | hang | hang-after
+  KIND       500 | 503 | 408 | throttle | drop | hang | hang-after | 404 | corrupt | job-fails
              hang: hold the request unhandled until the fault spec is next changed (or 10
              minutes pass), then answer 503. hang-after: handle the request, then hold the
              reply the same way (the change is made; the client never hears of it). Crash
              tests use them to kill a client at an exact point.
+             404: ResourceNotFoundException, what a job (or upload) the service has
+             forgotten answers. corrupt: handle the request, then flip every bit of the byte in
+             the middle of the reply body, headers (the tree-hash header too) left as they were:
+             a transfer error a checksum must catch. job-fails (InitiateJob only): the job is
+             created, and ends Failed.
   WHEN       a fraction 0-1 of that operation's requests (random, reproducible with --seed),
              or #N for exactly its Nth request (1-based; #N+ for the Nth and every one after)
 Example: `UploadMultipartPart:500:0.1,CompleteMultipartUpload:drop:#1`.
 The first rule that fires wins. A faulted request changes nothing on the server (except
-hang-after, by design).
+hang-after, corrupt and job-fails, by design).
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 
-KINDS = ("500", "503", "408", "throttle", "drop", "hang", "hang-after")
+KINDS = ("500", "503", "408", "throttle", "drop", "hang", "hang-after", "404", "corrupt",
+         "job-fails")
+# Kinds that let the request be carried out, and act on its reply (or its job) afterwards.
+AFTER_KINDS = ("hang-after", "corrupt", "job-fails")
 HOLD_LIMIT = 600.0  # seconds a hang holds a request at most
 _WHEN = re.compile(r"#(\d+)(\+?)|(0(\.\d+)?|1(\.0+)?|\.\d+)")
 
@@ -53,6 +61,8 @@ def parse_spec(spec: str, operations: frozenset[str]) -> list[Rule]:
             raise UserError(f"fault rule {text!r}: unknown operation {operation!r}")
         if kind not in KINDS:
             raise UserError(f"fault rule {text!r}: kind must be one of {', '.join(KINDS)}")
+        if kind == "job-fails" and operation != "InitiateJob":
+            raise UserError(f"fault rule {text!r}: job-fails applies to InitiateJob only")
         match = _WHEN.fullmatch(when)
         if not match:
             raise UserError(f"fault rule {text!r}: WHEN must be a fraction 0-1 or #N")

@@ -218,6 +218,11 @@ class Jobs:
             "inventory_params": json.dumps(echo),
         }
 
+    def fail(self, job_id: str, message: str) -> None:
+        """Make a job end Failed with this StatusMessage (fault kind job-fails)."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE jobs SET failure = ? WHERE job_id = ?", (message, job_id))
+
     # ---- DescribeJob / ListJobs ---------------------------------------------------------
 
     def _job_row(self, vault: str, job_id: str):

@@ -216,6 +216,62 @@ def test_drop_truncates_job_output(make_server):
     assert reply["checksum"] == tree_hash(data)
 
 
+def _retrieval(glacier, data: bytes) -> str:
+    glacier.create_vault(vaultName="v")
+    archive_id = glacier.upload_archive(vaultName="v", body=data)["archiveId"]
+    return glacier.initiate_job(vaultName="v", jobParameters={
+        "Type": "archive-retrieval", "ArchiveId": archive_id})["jobId"]
+
+
+def test_corrupt_flips_one_byte_and_keeps_the_tree_hash_header(make_server):
+    server = make_server(faults="GetJobOutput:corrupt:#1")
+    glacier = _client(server)
+    data = os.urandom(2 * MiB + 5)
+    job_id = _retrieval(glacier, data)
+    reply = glacier.get_job_output(vaultName="v", jobId=job_id, range=f"bytes=0-{MiB - 1}")
+    body = reply["body"].read()
+    assert len(body) == MiB
+    differs = [i for i in range(MiB) if body[i] != data[i]]
+    assert differs == [MiB // 2] and body[MiB // 2] == data[MiB // 2] ^ 0xFF
+    assert reply["checksum"] == tree_hash(data[:MiB])  # the header of the right bytes
+    assert remote_stats(server.endpoint_url)["faults"] == {"GetJobOutput:corrupt": 1}
+    reply = glacier.get_job_output(vaultName="v", jobId=job_id, range=f"bytes=0-{MiB - 1}")
+    assert reply["body"].read() == data[:MiB]  # #1 only
+
+
+def test_404_answers_as_a_forgotten_job(make_server):
+    server = make_server(faults="DescribeJob:404:#1")
+    glacier = _client(server)
+    job_id = _retrieval(glacier, b"x" * 100)
+    with pytest.raises(ClientError) as raised:
+        glacier.describe_job(vaultName="v", jobId=job_id)
+    assert type(raised.value).__name__ == "ResourceNotFoundException"
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert glacier.describe_job(vaultName="v", jobId=job_id)["StatusCode"] == "Succeeded"
+
+
+def test_job_fails_makes_the_job_end_failed(make_server):
+    server = make_server(faults="InitiateJob:job-fails:#1")
+    glacier = _client(server)
+    job_id = _retrieval(glacier, b"y" * 100)
+    job = glacier.describe_job(vaultName="v", jobId=job_id)
+    assert (job["StatusCode"], job["Completed"]) == ("Failed", True)
+    assert "injected" in job["StatusMessage"]
+    with pytest.raises(ClientError) as raised:
+        glacier.get_job_output(vaultName="v", jobId=job_id)
+    assert type(raised.value).__name__ == "InvalidParameterValueException"
+    second = glacier.initiate_job(vaultName="v", jobParameters={
+        "Type": "archive-retrieval", "ArchiveId": job["ArchiveId"]})["jobId"]
+    assert glacier.describe_job(vaultName="v", jobId=second)["StatusCode"] == "Succeeded"
+
+
+def test_job_fails_is_refused_for_other_operations(make_server):
+    from glacierfs.errors import UserError
+
+    with pytest.raises(UserError, match="InitiateJob only"):
+        make_server(faults="DescribeJob:job-fails:#1")
+
+
 # ---- latency ---------------------------------------------------------------------------------
 
 
