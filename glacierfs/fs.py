@@ -339,11 +339,7 @@ class GlacierFS:
                      hashes: dict[int, tuple[int, str]]) -> None:
         """A cached part is read only if it still hashes to what was uploaded."""
         expected = hashes.get(index)
-        hasher = treehash.TreeHasher()
-        with open(path, "rb") as src:
-            while chunk := src.read(treehash.CHUNK):
-                hasher.update(chunk)
-        if expected is None or hasher.hexdigest() != expected[1]:
+        if expected is None or treehash.file_hashes(path)[0] != expected[1]:
             log.error("%s: cached part %d does not match its tree hash; not reading it",
                       handle.path.decode("utf-8", "backslashreplace"), index)
             raise FsError(errno.EIO, f"{handle.path!r}: cached part {index} is corrupt")

@@ -20,7 +20,6 @@ the journal is left for the next try.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -197,7 +196,7 @@ class _Recovery:
             if staged.exists():  # still being written at the crash: take it as it is
                 os.truncate(staged, part_size)
                 cache.seal(key)
-            tree_hash, sha256 = _hash_file(cache.path(key))
+            tree_hash, sha256 = treehash.file_hashes(cache.path(key), plain=True)
             if os.path.getsize(cache.path(key)) != part_size:
                 raise Unrecoverable(f"cached part {index} has the wrong size")
             if journaled is not None and tree_hash != journaled.tree_hash:
@@ -302,17 +301,6 @@ class _Recovery:
         for key in self.fs.cache.keys(f"{self.entry.cache_key}."):
             self.fs.cache.discard(key)
         self.fs.give_up(self.entry.cache_key, self.entry.ino)
-
-
-def _hash_file(path) -> tuple[str, str]:
-    """(tree hash, SHA-256) of a part file, in one read."""
-    tree = treehash.TreeHasher()
-    plain = hashlib.sha256()
-    with open(path, "rb") as src:
-        while chunk := src.read(treehash.CHUNK):
-            tree.update(chunk)
-            plain.update(chunk)
-    return tree.hexdigest(), plain.hexdigest()
 
 
 def _client_error(error: BaseException) -> bool:

@@ -313,7 +313,7 @@ class Poller:
             path = str(staged) if staged.exists() else self.cache.path(key)  # moved before a crash
             expected = treehash.combine_hex([ranges[first][1] for first in sorted(ranges)
                                              if start <= first < start + length])
-            digest = _file_tree_hash(path) if path is not None else None
+            digest = treehash.file_hashes(path)[0] if path is not None else None
             if path is None or os.path.getsize(path) != length or digest != expected:
                 # what was verified on arrival is not on the disk any more: fetch it again
                 log.warning("%s: part %d of the download is missing or changed on the cache "
@@ -346,11 +346,3 @@ class Poller:
         self.restores.changed(row.ino)
         log.info("%s: restored: %d bytes in %d part(s), tree hash %s verified (job %s)", shown,
                  row.size, len(parts), archive_hash, row.job_id)
-
-
-def _file_tree_hash(path: str) -> str:
-    hasher = treehash.TreeHasher()
-    with open(path, "rb") as src:
-        while chunk := src.read(treehash.CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()

@@ -1,4 +1,5 @@
-"""SHA-256 tree hash as Glacier defines it: pure, incremental, combinable, no I/O.
+"""SHA-256 tree hash as Glacier defines it: pure, incremental, combinable; file_hashes() is the
+one reader of a whole file, for every place that hashes a part file again.
 
 Data is cut into 1 MiB chunks; each leaf is SHA-256 of a chunk; parents are SHA-256 of the two
 raw child digests; an odd node at the end of a level moves up unchanged. Zero bytes hash to
@@ -118,3 +119,17 @@ def is_tree_hash_aligned(first: int, last: int, size: int) -> bool:
             return True
         span *= 2
     return False
+
+
+def file_hashes(path, tree: bool = True, plain: bool = False) -> tuple[str | None, str | None]:
+    """(tree hash, plain SHA-256) of a file, each only if asked for, in one read."""
+    tree_hasher = TreeHasher() if tree else None
+    plain_hasher = hashlib.sha256() if plain else None
+    with open(path, "rb") as src:
+        while chunk := src.read(CHUNK):
+            if tree_hasher is not None:
+                tree_hasher.update(chunk)
+            if plain_hasher is not None:
+                plain_hasher.update(chunk)
+    return (tree_hasher.hexdigest() if tree_hasher else None,
+            plain_hasher.hexdigest() if plain_hasher else None)

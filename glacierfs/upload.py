@@ -360,7 +360,7 @@ class FileUpload:
         if part.content is not None and part.content_next == size:
             part.sha256 = part.content.hexdigest()
         else:
-            part.sha256 = _file_sha256(path, size)
+            part.sha256 = treehash.file_hashes(path, tree=False, plain=True)[1]
         part.leaves = leaves
         part.chunks = {}  # done; a rewrite after _reopen starts fresh hashers
         part.tree_hash = treehash.combine(leaves).hex()
@@ -594,9 +594,3 @@ def _fsync_path(path) -> None:
         os.close(fd)
 
 
-def _file_sha256(path, size: int) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as src:
-        while chunk := src.read(CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()

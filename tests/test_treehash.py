@@ -10,6 +10,7 @@ import pytest
 from botocore.utils import calculate_tree_hash
 
 from glacierfs.treehash import (
+    file_hashes,
     TreeHasher,
     combine,
     combine_hex,
@@ -313,3 +314,14 @@ def test_is_megabyte_aligned_rules():
     assert not is_megabyte_aligned(0, MiB, size)  # end+1 not a MiB multiple
     assert not is_megabyte_aligned(0, size, size)  # past the end
     assert not is_megabyte_aligned(2 * MiB, MiB - 1, size)  # reversed
+
+
+@pytest.mark.parametrize("size", [0, 1, MiB, 3 * MiB + 5])
+def test_file_hashes_match_botocore_and_hashlib(tmp_path, size):
+    data = random.Random(size).randbytes(size)
+    path = tmp_path / "part"
+    path.write_bytes(data)
+    assert file_hashes(path, plain=True) == (calculate_tree_hash(io.BytesIO(data)),
+                                              hashlib.sha256(data).hexdigest())
+    assert file_hashes(path) == (calculate_tree_hash(io.BytesIO(data)), None)
+    assert file_hashes(path, tree=False, plain=True) == (None, hashlib.sha256(data).hexdigest())
