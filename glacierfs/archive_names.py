@@ -151,3 +151,12 @@ def decode(description: str | None) -> Described:
         if found is not None:
             return found
     return _with_path("bare", description, None)
+
+
+def described_path(description: str | None) -> str | None:
+    """The path a JSON description ("path"/"Path", glacierfs's own form) names, for listings
+    of uploads; None for any other description."""
+    found = _json(description or "") if (description or "").strip() else None
+    if found is None or found.kind != "json" or found.path is None:
+        return None
+    return b"/".join(found.path).decode("utf-8", "surrogateescape")

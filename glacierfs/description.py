@@ -53,12 +53,3 @@ def describe(path: bytes, mtime: float) -> str:
             return text
     return json.dumps({"path": "", "mtime": when, "truncated": True})
 
-
-def described_path(description: str) -> str | None:
-    """The path a glacierfs-style description names (JSON with a "path" key), else None."""
-    try:
-        fields = json.loads(description)
-    except ValueError:
-        return None
-    path = fields.get("path") if isinstance(fields, dict) else None
-    return path if isinstance(path, str) else None

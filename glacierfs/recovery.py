@@ -26,7 +26,8 @@ import re
 from dataclasses import dataclass
 
 from . import treehash
-from .description import describe, described_path
+from .archive_names import described_path
+from .description import describe
 from .journal import JournalEntry
 from .vault import is_not_found
 

@@ -24,9 +24,9 @@ from typing import Iterator
 
 import click
 
+from .archive_names import described_path
 from .config import VaultConfig
 from .config import format_size as human
-from .description import described_path
 from .errors import UserError
 from .vault import Vault, is_not_found, user_errors
 

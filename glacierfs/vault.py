@@ -138,13 +138,12 @@ class Vault:
         """Every multipart upload in progress in the vault (all pages)."""
         return self._all_pages(self.client.list_multipart_uploads, "UploadsList")
 
-    def _all_pages(self, operation, key: str) -> list[dict]:
+    def _all_pages(self, operation, key: str, **args) -> list[dict]:
         """The `key` items of every page of a marker-paginated list operation."""
         items: list[dict] = []
         marker = None
         while True:
-            args = {"marker": marker} if marker else {}
-            reply = operation(vaultName=self.name, **args)
+            reply = operation(vaultName=self.name, **args, **({"marker": marker} if marker else {}))
             items += reply.get(key, [])
             marker = reply.get("Marker")
             if not marker:
@@ -153,16 +152,10 @@ class Vault:
     def list_parts(self, upload_id: str) -> dict[int, tuple[int, str]]:
         """The parts the vault holds for an upload: first byte -> (size, tree hash)."""
         parts: dict[int, tuple[int, str]] = {}
-        marker = None
-        while True:
-            args = {"marker": marker} if marker else {}
-            reply = self.client.list_parts(vaultName=self.name, uploadId=upload_id, **args)
-            for part in reply.get("Parts", []):
-                first, last = (int(n) for n in part["RangeInBytes"].split("-"))
-                parts[first] = (last - first + 1, part["SHA256TreeHash"])
-            marker = reply.get("Marker")
-            if not marker:
-                return parts
+        for part in self._all_pages(self.client.list_parts, "Parts", uploadId=upload_id):
+            first, last = (int(n) for n in part["RangeInBytes"].split("-"))
+            parts[first] = (last - first + 1, part["SHA256TreeHash"])
+        return parts
 
     # ---- retrieval jobs (jobs.py for recover/inventory; restore_poller.py) -------------------
 
