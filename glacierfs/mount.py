@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -328,6 +329,20 @@ def umount(mountpoint: Path, timeout: float | None = None, progress=None) -> Non
         if progress is not None:
             progress()
         time.sleep(0.1)
+
+
+def force_unmount(mountpoint: Path, pid: int | None) -> None:
+    """The last resort when `umount` did not work (a dead or stuck daemon): a lazy unmount,
+    then SIGKILL of the daemon. For cleanup in tests and benchmarks."""
+    if is_mounted(mountpoint):
+        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+        if is_mounted(mountpoint):  # not root: FUSE's own helper
+            subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _alive(pid: int) -> bool:

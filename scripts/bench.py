@@ -88,7 +88,7 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glacierfs import snapshot  # noqa: E402
-from glacierfs.mount import is_mounted, pid_file  # noqa: E402
+from glacierfs.mount import force_unmount, is_mounted, pid_file  # noqa: E402
 from glacierfs.server import remote_stats  # noqa: E402
 from glacierfs.treehash import combine_hex  # noqa: E402
 
@@ -207,14 +207,7 @@ def unmount(mountpoint: Path, pid: int | None, graceful: list[str]) -> None:
     except subprocess.TimeoutExpired:
         print(f"warning: {' '.join(graceful)} timed out; forcing", file=sys.stderr)
     finally:
-        if is_mounted(mountpoint):
-            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
-            subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True)
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        force_unmount(mountpoint, pid)
 
 
 class Cores:

@@ -7,7 +7,6 @@ first `glacierfs umount`, then a lazy unmount and SIGKILL of the daemon if that 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from glacierfs.mount import is_mounted, pid_file
+from glacierfs.mount import force_unmount, is_mounted, pid_file
 from glacierfs.server import remote_set_faults, remote_stats
 
 GLACIERFS = [sys.executable, "-m", "glacierfs"]
@@ -63,16 +62,6 @@ def aws_env(data_dir: Path) -> dict:
     env.update(AWS_SHARED_CREDENTIALS_FILE=str(data_dir / "credentials"),
                AWS_CONFIG_FILE=str(data_dir / "config"), AWS_EC2_METADATA_DISABLED="true")
     return env
-
-
-def force_unmount(mountpoint: Path, pid: int | None) -> None:
-    if is_mounted(mountpoint):
-        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
-    if pid is not None:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture
