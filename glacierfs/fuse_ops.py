@@ -76,8 +76,13 @@ def _errors_mapped(operation):
 _TIME_KEYS = {"st_atime_ns": "st_atime", "st_mtime_ns": "st_mtime", "st_ctime_ns": "st_ctime"}
 
 
+def _direct_if_write_only(file_info) -> None:
+    if file_info.flags & os.O_ACCMODE == os.O_WRONLY:
+        file_info.direct_io = 1
+
+
 class GlacierFuse(FUSE):
-    """mfusepy's FUSE, with two fixes:
+    """mfusepy's FUSE, with write-only handles uncached (below) and two fixes:
 
     - A failure in init() unmounts, and the constructor raises it. mfusepy's wrapper spares only
       a callback named "init" from its error handling (on libfuse 3 it is init_fuse_3), so the
@@ -100,6 +105,20 @@ class GlacierFuse(FUSE):
         except BaseException as error:
             self._init_error = error
             fuse_exit()
+
+    # A handle opened write-only bypasses the kernel's page cache (FOPEN_DIRECT_IO): the kernel
+    # hands the writer's buffer straight to us instead of first copying it into page cache
+    # pages nobody will read (this handle cannot read or be mmap'd). One copy less per byte:
+    # cp of a large file got about 10% faster. Read-write handles keep the page cache.
+    def create(self, path: bytes, mode: int, fip) -> int:
+        result = super().create(path, mode, fip)
+        _direct_if_write_only(fip.contents)
+        return result
+
+    def open(self, path: bytes, fip) -> int:
+        result = super().open(path, fip)
+        _direct_if_write_only(fip.contents)
+        return result
 
     def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
         # RENAME_NOREPLACE is safe as a plain rename: the kernel has looked the new name up

@@ -40,6 +40,9 @@ from .vault import Vault
 
 log = logging.getLogger(__name__)
 CHUNK = treehash.CHUNK
+# Writes this large are hashed in the background (HashFeeder); smaller ones cost less to hash
+# than to hand over, which matters for many small files.
+BACKGROUND_HASH_MIN = 256 << 10
 
 
 class _ChunkHasher:
@@ -69,6 +72,7 @@ class Part:
     future: Future | None = None
     reopened: bool = False  # written again after sealing: sealed once more only at close
     fd: int | None = None  # the staging file, open while the part is staged
+    hashing: list[Future] = field(default_factory=list)  # HashFeeder updates of this part
 
     def staging_fd(self, path) -> int:
         if self.fd is None:
@@ -93,17 +97,65 @@ class Part:
         return self.covered == [[0, part_size]]
 
 
+Updates = list[tuple["hashlib._Hash", memoryview]]
+
+
+class HashFeeder:
+    """Feeds written bytes to their hashers on background threads, in the order given.
+
+    cp writes one block at a time and waits for each reply, so whatever the FUSE write handler
+    does is on the copy's critical path. Hashing each byte twice (the part's SHA-256 for the
+    signed request, and its tree-hash leaf) is the biggest cost there. hashlib releases the GIL,
+    so here the two hashes run on both cores while the next block is already on its way in.
+    Two lanes, one thread each, serve every file: the part SHA-256s go to one, the leaves to the
+    other, and each lane's FIFO keeps every hasher's updates in write order. At most `limit`
+    bytes wait (memory stays flat); feed() blocks beyond that.
+    """
+
+    def __init__(self, limit: int = 16 << 20) -> None:
+        self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash")
+                       for _ in range(2)]
+        self._limit = limit
+        self._waiting = 0
+        self._room = threading.Condition()
+
+    def feed(self, content: Updates, leaves: Updates) -> list[Future]:
+        """Queue hasher.update(data) for each pair; the futures are done once they all are."""
+        nbytes = sum(len(data) for _, data in content + leaves)
+        with self._room:
+            while self._waiting and self._waiting + nbytes > self._limit:
+                self._room.wait()
+            self._waiting += nbytes
+        return [lane.submit(self._update, updates, sum(len(data) for _, data in updates))
+                for lane, updates in zip(self._lanes, (content, leaves)) if updates]
+
+    def _update(self, updates, nbytes: int) -> None:
+        try:
+            for hasher, data in updates:
+                hasher.update(data)
+        finally:
+            with self._room:
+                self._waiting -= nbytes
+                self._room.notify_all()
+
+    def shutdown(self) -> None:
+        for executor in self._lanes:
+            executor.shutdown(wait=True)
+
+
 class UploadPool:
-    """The bounded pool of upload workers shared by every open file."""
+    """The bounded pool of upload workers, and the hash feeder, shared by every open file."""
 
     def __init__(self, threads: int) -> None:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="upload")
+        self.hashes = HashFeeder()
 
     def submit(self, fn, *args) -> Future:
         return self.executor.submit(fn, *args)
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True)
+        self.hashes.shutdown()
 
 
 class FileUpload:
@@ -251,12 +303,15 @@ class FileUpload:
         part.future = None
         part.content = None  # its SHA-256 is recomputed from the file at the next seal
 
-    @staticmethod
-    def _hash_in_order(part: Part, offset: int, data: memoryview) -> None:
-        """Feed the chunk hashers and the part's SHA-256 while the bytes arrive in order."""
+    def _hash_in_order(self, part: Part, offset: int, data: memoryview) -> None:
+        """Feed the chunk hashers and the part's SHA-256 while the bytes arrive in order. Which
+        hashers get the bytes is decided here, in write order; large writes are hashed by the
+        HashFeeder, small ones here unless the feeder still has updates of this part."""
+        content: Updates = []
+        leaves: Updates = []
         if part.content is not None:
             if offset == part.content_next:
-                part.content.update(data)
+                content.append((part.content, data))
                 part.content_next += len(data)
             else:
                 part.content = None
@@ -267,11 +322,24 @@ class FileUpload:
             chunk_end = min(end, (chunk_index + 1) * CHUNK)
             hasher = part.chunks.setdefault(chunk_index, _ChunkHasher())
             if hasher.in_order and position - chunk_index * CHUNK == hasher.next_offset:
-                hasher.hasher.update(data[position - offset:chunk_end - offset])
+                leaves.append((hasher.hasher, data[position - offset:chunk_end - offset]))
                 hasher.next_offset += chunk_end - position
             else:
                 hasher.in_order = False
             position = chunk_end
+        if len(data) >= BACKGROUND_HASH_MIN or any(not f.done() for f in part.hashing):
+            part.hashing = [future for future in part.hashing if not future.done()]
+            part.hashing += self.pool.hashes.feed(content, leaves)
+        else:
+            for hasher, piece in content + leaves:
+                hasher.update(piece)
+
+    @staticmethod
+    def _hashed(part: Part) -> None:
+        """Wait until the HashFeeder has fed everything written to this part."""
+        for future in part.hashing:
+            future.result()
+        part.hashing = []
 
     def truncate(self, length: int) -> None:
         """Set the size: growing leaves zeros; shrinking only cuts parts still being written."""
@@ -348,6 +416,7 @@ class FileUpload:
         """The part is complete: finish its hashes, move it to the pending cache."""
         path = self.cache.staging_path(part.key)
         size = part.size
+        self._hashed(part)
         count = -(-size // CHUNK) if size else 1
         leaves = []
         for chunk_index in range(count):

@@ -6,6 +6,12 @@ Every byte a client sends lands in a file under DATA_DIR/blobs whose name the se
 into place and the directory fsynced. So memory stays flat whatever the body size, and a file the
 database points at is always complete. Files nobody points at (a crash between rename and
 commit) are swept at start-up.
+
+A multipart archive is a *composite* blob: a directory holding hard links to its parts' blobs,
+named by position. CompleteMultipartUpload then costs one link per part and two directory
+fsyncs, as on the real service, instead of copying (and fsyncing) every byte a second time: a
+2 GiB Complete took seconds of disk writes, a 100 GiB one would outlast the client's timeout.
+Readers see one byte sequence either way (read_range, tree_hash_range).
 """
 
 from __future__ import annotations
@@ -90,16 +96,43 @@ class BlobStore:
 
     def link(self, name: str) -> str:
         """A second durable name for the same bytes (job output survives archive deletion)."""
+        source = self.path(name)
+        if source.is_dir():
+            return self.compose_paths(self._pieces(source))
         new = secrets.token_hex(16)
         target = self.path(new)
         target.parent.mkdir(exist_ok=True)
-        os.link(self.path(name), target)
+        os.link(source, target)
         _fsync_dir(target.parent)
         return new
 
+    def compose(self, names: list[str]) -> str:
+        """A composite blob of these single blobs, in order; they stay valid on their own."""
+        return self.compose_paths([self.path(name) for name in names])
+
+    def compose_paths(self, pieces: list[Path]) -> str:
+        temp = self._temp_path()
+        temp.mkdir()
+        try:
+            for index, piece in enumerate(pieces):
+                os.link(piece, temp / f"{index:06d}")
+            _fsync_dir(temp)
+            return self.commit(temp)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+
+    @staticmethod
+    def _pieces(path: Path) -> list[Path]:
+        return sorted(path.iterdir()) if path.is_dir() else [path]
+
     def remove(self, name: str | None) -> None:
         if name:
-            self.path(name).unlink(missing_ok=True)
+            path = self.path(name)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)
@@ -119,31 +152,24 @@ class BlobStore:
                 removed += 1
         return removed
 
-    def concatenate(self, names: list[str], temp: Path) -> None:
-        """Write the blobs one after another into `temp` (in-kernel copy, no user-space buffer)."""
-        with open(temp, "wb") as out:
-            for name in names:
-                with open(self.path(name), "rb") as src:
-                    size = os.fstat(src.fileno()).st_size
-                    copied = 0
-                    while copied < size:
-                        n = os.copy_file_range(src.fileno(), out.fileno(), size - copied)
-                        if n == 0:
-                            raise OSError(f"blob {name} shrank while being copied")
-                        copied += n
-            out.flush()
-            os.fsync(out.fileno())
-
     def read_range(self, name: str, first: int, last: int) -> Iterator[bytes]:
-        with open(self.path(name), "rb") as src:
-            src.seek(first)
-            remaining = last - first + 1
-            while remaining:
-                chunk = src.read(min(READ_SIZE, remaining))
-                if not chunk:
-                    raise OSError(f"blob {name} is shorter than expected")
-                remaining -= len(chunk)
-                yield chunk
+        """Bytes first..last (inclusive) of a blob, single or composite, in reads of at most
+        READ_SIZE."""
+        position, remaining = 0, last - first + 1  # position: where the piece starts
+        for piece in self._pieces(self.path(name)):
+            if not remaining:
+                break
+            with open(piece, "rb") as src:
+                size = os.fstat(src.fileno()).st_size
+                if first < position + size and remaining:
+                    src.seek(max(first - position, 0))
+                    while remaining and src.tell() < size:
+                        chunk = src.read(min(READ_SIZE, remaining))
+                        remaining -= len(chunk)
+                        yield chunk
+            position += size
+        if remaining:
+            raise OSError(f"blob {name} is shorter than expected")
 
     def tree_hash_range(self, name: str, first: int, last: int) -> str:
         hasher = TreeHasher()
