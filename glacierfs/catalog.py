@@ -126,16 +126,23 @@ class Catalog:
 
     def resolve(self, path: bytes) -> Inode:
         """Inode of an absolute path like b'/a/b'; ENOENT / ENOTDIR as a kernel would say."""
-        node = self.inode(ROOT_INO)
-        for name in filter(None, path.split(b"/")):
-            if not node.is_dir:
+        names = [name for name in path.split(b"/") if name]
+        if not names:
+            return self.inode(ROOT_INO)
+        ino, is_dir = ROOT_INO, True
+        for name in names:
+            if not is_dir:
                 raise FsError(errno.ENOTDIR, f"{path!r}: a component is not a directory")
             if len(name) > NAME_MAX:
                 raise FsError(errno.ENAMETOOLONG, f"{path!r}: a name is over {NAME_MAX} bytes")
-            ino = self.lookup(node.ino, name)
-            if ino is None:
+            # One query per component (the kernel asks for attributes ~10 times per file rsync
+            # writes, so this walk is the mount's most frequent catalog read).
+            row = self.db.one("SELECT i.* FROM entries e JOIN inodes i ON i.ino = e.ino "
+                              "WHERE e.parent = ? AND e.name = ?", (ino, name))
+            if row is None:
                 raise FsError(errno.ENOENT, f"{path!r} does not exist")
-            node = self.inode(ino)
+            node = Inode(**dict(row))
+            ino, is_dir = node.ino, node.is_dir
         return node
 
     def resolve_parent(self, path: bytes) -> tuple[Inode, bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import random
+import threading
 
 import pytest
 
@@ -100,6 +101,39 @@ def test_shuffled_writes_across_and_inside_parts(rig):
     rig.assert_archive(b"/f", data)
     assert rig.upload_ops() == multipart(5)  # no overlap: every part sent once
     assert rig.cache.reserved == 0
+
+
+class _Stall:
+    """A 'hasher' whose update() holds a HashFeeder lane until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def update(self, data) -> None:
+        assert self.release.wait(30), "the test never released the lane"
+
+
+def test_small_writes_queue_behind_large_ones_still_being_hashed(rig):
+    """Large writes are hashed by the HashFeeder, small ones in the write handler; a small write
+    that follows a large one still queued must wait its turn, or the part's hashes (and the
+    archive the vault checks) would be of bytes in the wrong order."""
+    stall = _Stall()
+    rig.fs.pool.hashes.feed([(stall, memoryview(b"x"))], [(stall, memoryview(b"x"))])
+    size = 2 * PART + 5 * KiB
+    data = payload(size, 17)
+    fh = rig.fs.create(b"/f", 0o644, 0, 0, pid=OPENER)
+    offset, sizes = 0, [300 * KiB, 3 * KiB, 1]
+    while offset < size:
+        length = min(sizes[0], size - offset)
+        sizes.append(sizes.pop(0))
+        if offset + length > PART and offset < PART:
+            stall.release.set()  # the first part seals (and waits for its hashing) on this write
+        assert rig.fs.write(fh, data[offset:offset + length], offset) == length
+        offset += length
+    rig.fs.flush(fh, pid=OPENER)
+    rig.fs.release(fh)
+    rig.assert_archive(b"/f", data)
+    assert rig.upload_ops() == multipart(3)
 
 
 def test_blocks_written_backwards(rig):
