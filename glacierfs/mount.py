@@ -10,6 +10,7 @@ once the mount is live, printing what recovery did.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import logging
@@ -197,8 +198,27 @@ def _report(fd: int | None, message: str) -> None:
         pass  # already reported
 
 
+M_ARENA_MAX = -8  # glibc mallopt()
+
+
+def _share_malloc_arenas() -> None:
+    """Write buffers (1 MiB each, from the kernel, held until hashed) must not pile up.
+
+    glibc gives each thread that allocates its own heap (arena, up to 8 per core), and a heap
+    keeps the memory freed into it. With a dozen FUSE, hash and upload threads each passing
+    1 MiB buffers around, the daemon's peak RSS grew with the file size (116 MiB at 1 GiB,
+    156 MiB at 4 GiB). Two shared arenas keep it flat (88 and 96 MiB) at the same speed; a
+    fixed mmap threshold did too but cost 10% (a fresh mapping per buffer). Not glibc (musl):
+    nothing to do."""
+    try:
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass
+
+
 def _serve(options: MountOptions, report: int | None) -> None:
     """Check, then run FUSE in this process's foreground until unmounted."""
+    _share_malloc_arenas()
     try:
         from .fuse_ops import ENCODING, GlacierFuse, GlacierOperations
     except OSError as error:

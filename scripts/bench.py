@@ -673,7 +673,8 @@ def small_part(tmp: Path, files: int, seed: int, rounds_wanted: int, latency_ms:
                 run = SmallRun(tmp, root, paths, sizes, url, data, server_pid, client,
                                profile_dir)
                 for way in in_order(SMALL_WAYS, r):
-                    tag = way.split()[0] if "rsync" in way else "loop"
+                    tag = {"glacierfs rsync -a": "rsync", "passthrough FUSE rsync -a": "ptrsync",
+                           "boto3 upload_archive loop": "loop"}[way]
                     rounds[way].append(SMALL_WAYS[way](run, f"{tag}-{r}"))
                     print(f"round {r + 1}: {way}: {rounds[way][-1]['files_per_s']:.1f} files/s",
                           flush=True)
