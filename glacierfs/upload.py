@@ -121,13 +121,13 @@ class HashFeeder:
 
     def feed(self, content: Updates, leaves: Updates) -> list[Future]:
         """Queue hasher.update(data) for each pair; the futures are done once they all are."""
-        nbytes = sum(len(data) for _, data in content + leaves)
+        sizes = [sum(len(data) for _, data in updates) for updates in (content, leaves)]
         with self._room:
-            while self._waiting and self._waiting + nbytes > self._limit:
+            while self._waiting and self._waiting + sum(sizes) > self._limit:
                 self._room.wait()
-            self._waiting += nbytes
-        return [lane.submit(self._update, updates, sum(len(data) for _, data in updates))
-                for lane, updates in zip(self._lanes, (content, leaves)) if updates]
+            self._waiting += sum(sizes)
+        return [lane.submit(self._update, updates, nbytes)
+                for lane, updates, nbytes in zip(self._lanes, (content, leaves), sizes) if updates]
 
     def _update(self, updates, nbytes: int) -> None:
         try:
@@ -327,8 +327,8 @@ class FileUpload:
             else:
                 hasher.in_order = False
             position = chunk_end
-        if len(data) >= BACKGROUND_HASH_MIN or any(not f.done() for f in part.hashing):
-            part.hashing = [future for future in part.hashing if not future.done()]
+        part.hashing = [future for future in part.hashing if not future.done()]
+        if len(data) >= BACKGROUND_HASH_MIN or part.hashing:
             part.hashing += self.pool.hashes.feed(content, leaves)
         else:
             for hasher, piece in content + leaves:

@@ -50,9 +50,9 @@ is a ratio of two measurements taken in this one run. MB/s = 10^6 bytes per seco
      operations rsync needs): rsync through a Python FUSE filesystem with no vault behind it.
    Goal: glacierfs files/s >= 0.8 x boto3's. Also printed: the bound a synchronous close puts
    on the mount, 1 / (1/passthrough + 1/loop) files/s (each file costs at least rsync through
-   FUSE plus one upload, and rsync writes one file at a time), and how close glacierfs is to it. "requests/file": HTTP requests the server counted
-   (GET /_glacierfs/stats) during the timing, per file; the mount's are broken down by
-   operation.
+   FUSE plus one upload, and rsync writes one file at a time), and how close glacierfs is to
+   it. "requests/file": HTTP requests the server counted (GET /_glacierfs/stats) during the
+   timing, per file; the mount's are broken down by operation.
    --latency MS: the server sleeps MS before every request (`glacierfs serve --latency`), as a
    remote endpoint would answer; the goal is for the default, 0.
    --profile DIR: py-spy records the mount daemon during each rsync and this process during
@@ -494,12 +494,17 @@ def timed_small(run: SmallRun, name: str, daemon: int | None, send) -> dict:
     return result
 
 
+def timed_rsync(run: SmallRun, name: str, daemon: int, dest: Path) -> dict:
+    """timed_small of `rsync -a` of the tree into dest (a directory in a FUSE mount)."""
+    return timed_small(run, name, daemon, lambda: run_or_fail(
+        ["rsync", "-a", f"{run.root}/", f"{dest}/"], timeout=120 + len(run.files)))
+
+
 def glacierfs_rsync(run: SmallRun, name: str) -> dict:
     """rsync -a of the tree into a fresh mount (its own vault on the round's server)."""
     with glacierfs_mount(run.tmp, name, run.url, run.data, vault=name) as (mnt, pid):
         dest = mnt / "dest"
-        result = timed_small(run, name, pid, lambda: run_or_fail(
-            ["rsync", "-a", f"{run.root}/", f"{dest}/"], timeout=120 + len(run.files)))
+        result = timed_rsync(run, name, pid, dest)
         listed = Counter(os.stat(os.path.join(folder, file)).st_size
                          for folder, _, names in os.walk(dest) for file in names)
         if listed != run.sizes:
@@ -532,8 +537,7 @@ def passthrough_rsync(run: SmallRun, name: str) -> dict:
     """rsync -a of the tree into the minimal mfusepy filesystem: what rsync through a Python
     FUSE filesystem costs here with no vault behind it."""
     with passthrough_mount(run.tmp, name) as (mnt, pid):
-        return timed_small(run, name, pid, lambda: run_or_fail(
-            ["rsync", "-a", f"{run.root}/", f"{mnt}/dest/"], timeout=120 + len(run.files)))
+        return timed_rsync(run, name, pid, mnt / "dest")
 
 
 SMALL_WAYS = {"glacierfs rsync -a": glacierfs_rsync, "boto3 upload_archive loop": boto3_loop,
@@ -617,7 +621,7 @@ def report_small(files: int, total: int, rounds: dict[str, list[dict]],
     best = print_table(rounds, "files_per_s", "files/s", 26, [
         ("seconds", "seconds", 8, 2), ("files/s", "files_per_s", 8, 1), ("MB/s", "mbps", 6, 2),
         ("", "busy", 0, 0), ("req/file", "requests_per_file", 8, 2)])
-    ours, theirs, bare = (rounds[way] for way in SMALL_WAYS)
+    ours, theirs, _ = (rounds[way] for way in SMALL_WAYS)
     fastest = {way: max(r["files_per_s"] for r in rounds[way]) for way in SMALL_WAYS}
     mount, loop, passthrough = fastest.values()
     ratio = mount / loop
@@ -673,8 +677,7 @@ def small_part(tmp: Path, files: int, seed: int, rounds_wanted: int, latency_ms:
                 run = SmallRun(tmp, root, paths, sizes, url, data, server_pid, client,
                                profile_dir)
                 for way in in_order(SMALL_WAYS, r):
-                    tag = {"glacierfs rsync -a": "rsync", "passthrough FUSE rsync -a": "ptrsync",
-                           "boto3 upload_archive loop": "loop"}[way]
+                    tag = f"small-{way.split()[0]}"  # distinct from part 1's mounts
                     rounds[way].append(SMALL_WAYS[way](run, f"{tag}-{r}"))
                     print(f"round {r + 1}: {way}: {rounds[way][-1]['files_per_s']:.1f} files/s",
                           flush=True)

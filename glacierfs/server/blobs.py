@@ -159,9 +159,9 @@ class BlobStore:
         for piece in self._pieces(self.path(name)):
             if not remaining:
                 break
-            with open(piece, "rb") as src:
-                size = os.fstat(src.fileno()).st_size
-                if first < position + size and remaining:
+            size = piece.stat().st_size
+            if first < position + size:  # pieces wholly before the range are not opened
+                with open(piece, "rb") as src:
                     src.seek(max(first - position, 0))
                     while remaining and src.tell() < size:
                         chunk = src.read(min(READ_SIZE, remaining))
