@@ -28,6 +28,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from .snapshot import is_snapshot
+
 NAME_MAX = 255
 
 
@@ -133,8 +135,8 @@ def _json(description: str) -> Described | None:
         return None
     if not isinstance(fields, dict):
         return None
-    if fields.get("glacierfs") == "catalog":
-        return Described("snapshot", None, parse_time(fields.get("created")))
+    if is_snapshot(fields):
+        return Described("snapshot", None, parse_time(fields["created"]))
     for key in ("path", "Path"):
         if key in fields:
             return _with_path("json", fields[key], fields.get("mtime"))

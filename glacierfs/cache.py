@@ -29,6 +29,15 @@ from diskcache.core import MODE_BINARY
 log = logging.getLogger(__name__)
 
 
+def fsync_path(path) -> None:
+    """fsync a file or a directory by name."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _MovedFile:
     """A value for diskcache that is an existing file to be linked into the cache."""
 
@@ -177,11 +186,7 @@ class PartCache:
     def sync_directories(self) -> None:
         """fsync the directories part files live in, so their names survive a power cut."""
         for directory in (self.staging, *self._part_directories()):
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(directory)
 
     def _part_directories(self) -> list[Path]:
         # diskcache spreads files over two levels of subdirectories.

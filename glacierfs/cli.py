@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import TIERS
+from .config import DEFAULT_RESTORE_POLL, DEFAULT_SNAPSHOT_MINUTES, TIERS
 from .errors import UserError
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -133,7 +133,7 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
 @click.option("--abort-orphans", is_flag=True,
               help="Abort multipart uploads in the vault that this cache's journal does not "
                    "know (left by a lost cache or another tool); default: only report them.")
-@click.option("--restore-poll", default=60.0, show_default=True, type=float,
+@click.option("--restore-poll", default=DEFAULT_RESTORE_POLL, show_default=True, type=float,
               help="Seconds between two checks of the retrieval jobs of restores.")
 @click.option("--restore-on-read", metavar="TIER",
               help="Reading a file that is not cached starts its restore with this tier "
@@ -144,7 +144,7 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
               help="Log here [default: CACHE_DIR/glacierfs.log, or stderr with --foreground].")
 @click.option("-o", "fuse_options", multiple=True,
               help="FUSE mount options, comma-separated (e.g. allow_other).")
-@click.option("--snapshot-interval", default=15.0, show_default=True,
+@click.option("--snapshot-interval", default=DEFAULT_SNAPSHOT_MINUTES, show_default=True,
               type=click.FloatRange(min=0), metavar="MINUTES",
               help="Upload a snapshot of the catalog this often while it changes (and always "
                    "at unmount); 0 = only at unmount. `glacierfs recover` restores it.")

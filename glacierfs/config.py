@@ -98,14 +98,20 @@ TIERS = ("Expedited", "Standard", "Bulk")
 # A minute between two DescribeJob rounds: the fastest tier takes minutes, so a restore waits
 # at most a minute more than it must, for one request a minute per job.
 DEFAULT_RESTORE_POLL = 60.0
+DEFAULT_SNAPSHOT_MINUTES = 15.0  # catalog snapshots while it changes (snapshot.py)
+
+
+def tier_named(text: str) -> str | None:
+    """' bulk' -> 'Bulk'; None for anything that is not a tier."""
+    return next((tier for tier in TIERS if tier.lower() == text.strip().lower()), None)
 
 
 def check_tier(text: str, what: str) -> str:
-    """'bulk' -> 'Bulk'; UserError for anything that is not a tier."""
-    for tier in TIERS:
-        if text.strip().lower() == tier.lower():
-            return tier
-    raise UserError(f"{what}: {text!r} is not a retrieval tier (use {', '.join(TIERS)})")
+    """tier_named, or UserError for anything that is not a tier."""
+    tier = tier_named(text)
+    if tier is None:
+        raise UserError(f"{what}: {text!r} is not a retrieval tier (use {', '.join(TIERS)})")
+    return tier
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,10 @@ from pathlib import Path
 
 from .config import format_size
 from .errors import UserError
-from .treehash import TreeHasher
+from .treehash import CHUNK, TreeHasher
 
 log = logging.getLogger(__name__)
 
-READ_BLOCK = 1 << 20
 NOTE_EVERY = 15 * 60  # seconds between "still waiting" lines
 
 
@@ -72,8 +71,7 @@ def retrieve(vault, archive: dict, target: Path, tier: str, poll_interval: float
                 and job.get("RetrievalByteRange") in (None, whole)
                 and job.get("StatusCode") in ("InProgress", "Succeeded"))
 
-    job_id = _find_job(vault, same_retrieval) or vault.start_job(
-        {"Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": tier})
+    job_id = _find_job(vault, same_retrieval) or vault.initiate_retrieval(archive_id, tier)
     _wait(vault, job_id, f"archive {archive_id[:16]}... ({format_size(size)})", poll_interval,
           echo, {"Expedited": "Expedited retrievals take 1-5 minutes",
                  "Bulk": "Bulk retrievals take 5-12 hours"}.get(
@@ -84,7 +82,7 @@ def retrieve(vault, archive: dict, target: Path, tier: str, poll_interval: float
     with open(target, "wb") as out:
         body = output["body"]
         try:
-            while block := body.read(READ_BLOCK):
+            while block := body.read(CHUNK):
                 hasher.update(block)
                 out.write(block)
         finally:

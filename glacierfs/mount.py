@@ -19,12 +19,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import PartCache
 from .catalog import Catalog
-from .config import CacheConfig, RestoreConfig, VaultConfig
+from .config import DEFAULT_SNAPSHOT_MINUTES, CacheConfig, RestoreConfig, VaultConfig
 from .errors import UserError
 from .fs import GlacierFS
 from .recovery import find_orphans, recover
@@ -43,7 +44,7 @@ class MountOptions:
     foreground: bool = False
     abort_orphans: bool = False  # abort multipart uploads in the vault the journal does not know
     fuse_options: dict = field(default_factory=dict)
-    snapshot_interval: float = 15.0  # minutes between catalog snapshots; 0 = at unmount only
+    snapshot_interval: float = DEFAULT_SNAPSHOT_MINUTES  # minutes between catalog snapshots; 0 = at unmount only
     restore: RestoreConfig = field(default_factory=RestoreConfig)  # the poller; restore.py
 
 
@@ -74,12 +75,16 @@ def is_mounted(mountpoint: Path) -> bool:
 def mount_type(mountpoint: Path) -> str | None:
     """The file system type mounted on `mountpoint` ('fuse.glacierfs' for ours), or None."""
     target = str(canonical(mountpoint))
-    with open("/proc/self/mounts") as mounts:
-        for line in mounts:
+    return next((kind for point, kind in mounts() if point == target), None)
+
+
+def mounts() -> Iterator[tuple[str, str]]:
+    """(mount point, file system type) of every mount, in /proc/self/mounts order."""
+    with open("/proc/self/mounts") as table:
+        for line in table:
             fields = line.split()
-            if len(fields) > 2 and fields[1].encode().decode("unicode_escape") == target:
-                return fields[2]
-    return None
+            if len(fields) > 2:  # the point is octal-escaped (a space is \040)
+                yield fields[1].encode().decode("unicode_escape"), fields[2]
 
 
 def parse_fuse_options(values: tuple[str, ...]) -> dict:

@@ -34,11 +34,12 @@ import click
 
 from . import jobs
 from .archive_names import parse_time
+from .cache import fsync_path
 from .catalog import Catalog
 from .config import VaultConfig, format_size
 from .errors import UserError
 from .mount import _CacheLock
-from .naming import Namer, Placed
+from .naming import Namer, Placed, creation_ns
 from .snapshot import Snapshot, described, ensure_schema, record
 from .uploads import CATALOG_FILE, open_vault
 from .vault import user_errors
@@ -185,7 +186,7 @@ def _settle_snapshot(catalog: Catalog, conn, by_id: dict[str, dict], snapshots: 
     since = (parse_time(copied["created"]) or 0) - CLOCK_SKEW_NS
     unknown = [a for a in by_id.values()
                if a["ArchiveId"] not in known and not described(a.get("ArchiveDescription"))]
-    newer = [a for a in unknown if (parse_time(a.get("CreationDate")) or 0) > since]
+    newer = [a for a in unknown if creation_ns(a) > since]
     outcome.left_alone = len(unknown) - len(newer)
     return newer
 
@@ -205,14 +206,9 @@ def _install(temp: Path, catalog_path: Path) -> Path | None:
             old = Path(f"{catalog_path}{suffix}")
             if old.exists():
                 old.rename(f"{backup}{suffix}")
-    for path in (temp, catalog_path.parent):  # the file's bytes, then its new name
-        if path == catalog_path.parent:
-            os.replace(temp, catalog_path)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_path(temp)  # the file's bytes, then its new name
+    os.replace(temp, catalog_path)
+    fsync_path(catalog_path.parent)
     return backup
 
 

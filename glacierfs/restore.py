@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import TIERS, RestoreConfig
+from .config import TIERS, RestoreConfig, tier_named
 from .errors import FsError, errno_for
 
 if TYPE_CHECKING:  # catalog.py imports SCHEMA from here
@@ -138,8 +138,7 @@ def _iso(ns: int | None) -> str:
 
 
 def parse_tier(value: bytes) -> str | None:
-    text = value.decode("ascii", "replace").strip().strip("\0").lower()
-    return next((tier for tier in TIERS if tier.lower() == text), None)
+    return tier_named(value.decode("ascii", "replace").strip().strip("\0"))
 
 
 class Restores:

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from .errors import UserError
+from .mount import mounts
 from .progress import Display, restore_changes, restore_line
 from .restore import RESTORE, STATE
 
@@ -28,15 +29,10 @@ def containing_mount(path: Path) -> tuple[Path, str]:
     """The mount point under which `path` lies, and its file system type."""
     target = os.path.realpath(path)
     best, kind = Path("/"), "?"
-    with open("/proc/self/mounts") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) < 3:
-                continue
-            point = fields[1].encode().decode("unicode_escape")
-            inside = target == point or target.startswith(point.rstrip("/") + "/")
-            if inside and len(point) >= len(str(best)):
-                best, kind = Path(point), fields[2]
+    for point, point_kind in mounts():
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(str(best)):
+            best, kind = Path(point), point_kind
     return best, kind
 
 

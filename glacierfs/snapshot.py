@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import hashlib
 import json
 import logging
 import shutil
@@ -32,13 +31,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .treehash import TreeHasher, combine_hex
+from .treehash import TreeHasher, combine_hex, file_hashes
 
 log = logging.getLogger(__name__)
 
 KIND = "catalog"
 SNAPSHOT_DIR = ".glacierfs"  # the "path" prefix in descriptions; never a real directory
-DEFAULT_INTERVAL_MINUTES = 15.0
 
 SCHEMA = [
     """
@@ -93,10 +91,13 @@ def described(description: str | None) -> dict | None:
         fields = json.loads(description or "")
     except ValueError:
         return None
-    if (isinstance(fields, dict) and fields.get("glacierfs") == KIND
-            and isinstance(fields.get("created"), str) and isinstance(fields.get("path"), str)):
-        return fields
-    return None
+    return fields if is_snapshot(fields) else None
+
+
+def is_snapshot(fields) -> bool:
+    """Decoded JSON description fields that name a catalog snapshot (the one test of it)."""
+    return (isinstance(fields, dict) and fields.get("glacierfs") == KIND
+            and isinstance(fields.get("created"), str) and isinstance(fields.get("path"), str))
 
 
 # ---- taking one ---------------------------------------------------------------------------
@@ -142,12 +143,8 @@ def upload(vault, path: Path, description: str, part_size: int) -> tuple[str, st
     Returns (archive id, tree hash, size)."""
     size = path.stat().st_size
     if size <= part_size:
-        tree, plain = TreeHasher(), hashlib.sha256()
-        data = path.read_bytes()
-        tree.update(data)
-        plain.update(data)
-        return (vault.upload_archive_file(path, plain.hexdigest(), tree.hexdigest(),
-                                          description), tree.hexdigest(), size)
+        tree, plain = file_hashes(path, plain=True)
+        return vault.upload_archive_file(path, plain, tree, description), tree, size
     upload_id = vault.initiate(part_size, description)
     try:
         hashes = []

@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import treehash
-from .cache import PartCache
+from .cache import PartCache, fsync_path
 from .config import MAX_PARTS, CacheConfig
 from .errors import FsError, UploadFailed, errno_for
 from .journal import Journal
@@ -406,7 +406,7 @@ class FileUpload:
                 if part.fd is not None:
                     os.fsync(part.fd)
                 elif (path := self.cache.path(part.key)) is not None:
-                    _fsync_path(path)
+                    fsync_path(path)
             self.cache.sync_directories()
             self.journal.synced(self.cache_key, self.size)
 
@@ -655,11 +655,5 @@ class FileUpload:
                 self.cache.release(self.part_size)
 
 
-def _fsync_path(path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 

@@ -177,9 +177,8 @@ class Vault:
 
     def initiate_retrieval(self, archive_id: str, tier: str) -> str:
         """Start an archive-retrieval job for the whole archive; its job id."""
-        reply = self.client.initiate_job(vaultName=self.name, jobParameters={
-            "Type": "archive-retrieval", "ArchiveId": archive_id, "Tier": tier})
-        return reply["jobId"]
+        return self.start_job({"Type": "archive-retrieval", "ArchiveId": archive_id,
+                               "Tier": tier})
 
     def job_output_range(self, job_id: str, first: int, last: int):
         """Bytes [first, last] of a finished job's output: (streaming body, the tree hash the
