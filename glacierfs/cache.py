@@ -47,13 +47,26 @@ class _MovedFile:
 
 class _LinkingDisk(diskcache.Disk):
     """diskcache storage that adopts a finished part file by hard link instead of copying it;
-    the caller removes the old name once the new row is committed."""
+    the caller removes the old name once the new row is committed.
+
+    Files go into 256 directories (xx/NAME.val), not diskcache's 65,536 (xx/yy/NAME.val):
+    there nearly every new small file made a directory (and its eviction removed it again),
+    a metadata write that cost as much as the rest of the move. Rows store the relative
+    name, so files of the older layout stay readable.
+    """
+
+    def filename(self, key=diskcache.core.UNKNOWN, value=diskcache.core.UNKNOWN):
+        name = os.path.join(os.urandom(1).hex(), os.urandom(15).hex() + ".val")
+        return name, os.path.join(self._directory, name)
 
     def store(self, value, read, key=diskcache.core.UNKNOWN):
         if isinstance(value, _MovedFile):
             filename, full_path = self.filename(key, value)
-            os.makedirs(os.path.dirname(full_path), exist_ok=True)
-            os.link(value.path, full_path)
+            try:
+                os.link(value.path, full_path)
+            except FileNotFoundError:  # its directory is new (or was emptied and removed)
+                os.makedirs(os.path.dirname(full_path), exist_ok=True)
+                os.link(value.path, full_path)
             return os.path.getsize(full_path), MODE_BINARY, filename, None
         return super().store(value, read, key)
 
@@ -189,9 +202,9 @@ class PartCache:
             fsync_path(directory)
 
     def _part_directories(self) -> list[Path]:
-        # diskcache spreads files over two levels of subdirectories.
+        # Part files are one level down (xx/), or two in caches made before (xx/yy/).
         root = Path(self.pending.directory)
-        return [root, *(p for p in root.glob("*/*") if p.is_dir())]
+        return [root, *(p for p in root.rglob("*") if p.is_dir())]
 
     def keys(self, prefix: str) -> list[str]:
         """Every cached part key that starts with `prefix`, wherever it is."""
@@ -212,7 +225,7 @@ class PartCache:
                 path = self._cached_path(cache, key)
                 if path is not None:
                     indexed.add(os.path.realpath(path))
-            for path in Path(cache.directory).glob("*/*/*.val"):
+            for path in Path(cache.directory).rglob("*.val"):
                 if os.path.realpath(path) not in indexed:
                     path.unlink(missing_ok=True)
                     removed += 1

@@ -273,7 +273,7 @@ class FileUpload:
                         self.cache.release(self.part_size)
                         continue
                     part = Part(index, f"{self.cache_key}.{index}")
-                    open(self.cache.staging_path(part.key), "wb").close()
+                    part.staging_fd(self.cache.staging_path(part.key))  # creates the file
                     self.parts[index] = part
                     return part
             if in_flight is not None:
@@ -554,7 +554,7 @@ class FileUpload:
                 part = self.parts[index]
                 if part.state == "staged":
                     part.size = min(self.part_size, self.size - index * self.part_size)
-                    os.truncate(self.cache.staging_path(part.key), part.size)
+                    os.ftruncate(part.staging_fd(self.cache.staging_path(part.key)), part.size)
                     self._seal(part, journal=False, to_pending=to_pending)
                     sealed.append(part)
         return sealed

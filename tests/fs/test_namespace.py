@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from glacierfs.catalog import MAX_JOINED_NAMES
 from glacierfs.errors import FsError
 
 from .conftest import OPENER
@@ -37,6 +38,33 @@ def test_mkdir_and_readdir(rig):
     assert stat.S_ISREG(fs.getattr(b"/d/f")["st_mode"])
     assert fs.getattr(b"/d/f")["st_nlink"] == 1
     assert fs.getattr(b"/d/")["st_ino"] == fs.getattr(b"/d")["st_ino"]
+
+
+def test_paths_resolve_at_any_depth_and_after_renames(rig):
+    # Paths up to MAX_JOINED_NAMES deep are looked up in one query, deeper ones a name at a
+    # time: both must agree, for hits and for each kind of miss.
+    fs = rig.fs
+    path = b""
+    for depth in range(1, MAX_JOINED_NAMES + 12):
+        path += b"/d%d" % depth
+        fs.mkdir(path, 0o755, 0, 0)
+    fs.release(fs.create(path + b"/f", 0o644, 0, 0, pid=OPENER))
+    shallow = b"".join(b"/d%d" % depth for depth in range(1, MAX_JOINED_NAMES))
+    deep = path + b"/f"
+    for base in (shallow, path):
+        assert stat.S_ISDIR(fs.getattr(base)["st_mode"])
+        assert errno_of(fs.getattr, base + b"/missing") == errno.ENOENT
+        assert errno_of(fs.getattr, base + b"/missing/x") == errno.ENOENT
+        assert errno_of(fs.getattr, base + b"/" + b"n" * 256) == errno.ENAMETOOLONG
+    assert stat.S_ISREG(fs.getattr(deep)["st_mode"])
+    assert errno_of(fs.getattr, deep + b"/x") == errno.ENOTDIR
+    before = fs.getattr(deep)["st_ino"]
+    fs.rename(b"/d1", b"/top")
+    moved = b"/top" + deep[len(b"/d1"):]
+    assert fs.getattr(moved)["st_ino"] == before
+    assert stat.S_ISREG(fs.getattr(moved)["st_mode"])
+    assert errno_of(fs.getattr, deep) == errno.ENOENT
+    assert errno_of(fs.getattr, shallow) == errno.ENOENT
 
 
 def test_names_are_bytes(rig):
