@@ -3,12 +3,12 @@
 Shared by the local vault service and the mount's catalog: every statement is short, so one
 connection and one lock are simpler than a pool and fast enough.
 
-Durability. Every commit survives kill -9 (WAL). Surviving power loss needs an fsync of the
+Durability. Every commit survives kill -9 (WAL). Surviving power loss needs an fdatasync of the
 WAL: with `always_durable` (the service) every commit does one (synchronous=FULL). The catalog
 instead marks the transactions that must survive a power cut (`durable=True`: an archive
 recorded, an archive doomed before DeleteArchive, an fsync(2)) and the others (a chmod, a
 create, a rename) ride along with the next durable one, as metadata does on a local
-filesystem. An fsync of the WAL makes every earlier commit durable too, since the WAL is
+filesystem. A sync of the WAL makes every earlier commit durable too, since the WAL is
 written in order.
 """
 
@@ -70,7 +70,9 @@ class Database:
         except FileNotFoundError:  # checkpointed and removed: the database file has it
             return
         try:
-            os.fsync(fd)
+            # fdatasync, as SQLite does for its own syncs: the WAL's pages and its size, without
+            # an inode write for the mtime (the WAL is rewritten in place after a checkpoint).
+            os.fdatasync(fd)
         finally:
             os.close(fd)
 
