@@ -370,7 +370,8 @@ def test_write_beyond_10000_parts_is_efbig_and_aborts_the_upload(rig):
     data = payload(2 * PART + 10, 61)
     fh = rig.fs.create(b"/f", 0o644, 0, 0, pid=OPENER)
     rig.write_blocks(fh, data)
-    assert len(rig.uploads_in_progress()) == 1  # the multipart upload has begun
+    # the sealer initiates the multipart upload once the first part is full
+    wait_for(lambda: len(rig.uploads_in_progress()) == 1, what="the multipart upload")
 
     with pytest.raises(FsError) as too_big:
         rig.fs.write(fh, b"x", 10_000 * PART)
