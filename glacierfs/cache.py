@@ -182,13 +182,17 @@ class PartCache:
         """Whether the part is cached anywhere, without counting as a use for the LRU."""
         return self.staging_path(key).exists() or key in self.pending or key in self.uploaded
 
-    def unseal(self, key: str) -> bool:
-        """pending/uploaded -> staging, to write into a part again; False if evicted."""
+    def unseal(self, key: str, durable: bool = False) -> bool:
+        """pending/uploaded -> staging, to write into a part again; False if evicted.
+        `durable`: the part holds bytes an fsync(2) covered, so the staging name must survive
+        a power cut before the old name goes."""
         target = self.staging_path(key)
         for cache in (self.pending, self.uploaded):
             path = self._cached_path(cache, key)
             if path is not None:
                 os.link(path, target)
+                if durable:
+                    fsync_path(self.staging)
                 cache.delete(key)  # removes the row and the old name
                 return True
         return False

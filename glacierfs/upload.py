@@ -300,7 +300,7 @@ class FileUpload:
 
     def _reopen(self, part: Part) -> None:
         """Write again into a part that was sealed: only while the cache still holds it."""
-        if not self.cache.unseal(part.key):
+        if not self.cache.unseal(part.key, durable=self._has_synced_bytes(part)):
             raise FsError(errno.ENOTSUP, f"{self.path}: part {part.index} is already in the "
                           "vault and no longer cached; glacierfs cannot rewrite it")
         if part.state == "uploaded":
@@ -446,7 +446,7 @@ class FileUpload:
         part.tree_hash = treehash.combine(leaves).hex()
         part.close_fd()
         if to_pending:
-            self.cache.seal(part.key, durable=self.synced_size > part.index * self.part_size)
+            self.cache.seal(part.key, durable=self._has_synced_bytes(part))
         if journal:
             self.journal.part_sealed(self.cache_key, part.index, size, part.tree_hash)
         part.state = "queued"
@@ -456,6 +456,11 @@ class FileUpload:
                 for leaf in self._sealed_leaves.pop(self._next_leaf_part):
                     self._running.add_leaf(leaf)
                 self._next_leaf_part += 1
+
+    def _has_synced_bytes(self, part: Part) -> bool:
+        """Whether an fsync(2) covered some of this part's bytes (they must survive a power
+        cut while the part moves between the cache's places)."""
+        return self.synced_size > part.index * self.part_size
 
     def _seal_in_background(self, part: Part) -> None:
         """A full part, on the sealer thread: seal it, then hand it to the upload pool. Writers

@@ -196,12 +196,16 @@ def test_overlapping_rewrites_in_a_small_file(rig):
 
 # ---- rewriting parts that were already sent -------------------------------------------------
 
-def test_rewrite_inside_an_uploaded_part_while_cached_sends_it_again(rig):
+@pytest.mark.parametrize("synced", [False, True], ids=["plain", "after-fsync"])
+def test_rewrite_inside_an_uploaded_part_while_cached_sends_it_again(rig, synced):
     size = 3 * PART + 100 * KiB
     old = payload(size, 31)
     fh = rig.fs.create(b"/f", 0o644, 0, 0, pid=OPENER)
     rig.write_blocks(fh, old)
     writer = rig.writer(b"/f")
+    if synced:  # fsync'd bytes move between the cache's places durably (seal, unseal)
+        rig.fs.fsync(fh)
+        assert writer.synced_size == size
     wait_for(lambda: writer.parts[0].state == "uploaded", what="part 0 uploaded")
     assert rig.cache.path(f"{writer.cache_key}.0") is not None  # still cached
 
