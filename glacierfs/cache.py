@@ -26,6 +26,8 @@ from pathlib import Path
 import diskcache
 from diskcache.core import MODE_BINARY
 
+from .sqlite import sync_wal
+
 log = logging.getLogger(__name__)
 
 
@@ -216,17 +218,7 @@ class PartCache:
         self._sync_pending_index()
 
     def _sync_pending_index(self) -> None:
-        # The WAL holds every commit since the last checkpoint, in order, and a checkpoint
-        # syncs what it copies into the database: syncing the WAL makes every commit durable.
-        wal = Path(self.pending.directory) / "cache.db-wal"
-        try:
-            fd = os.open(wal, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        sync_wal(Path(self.pending.directory) / diskcache.core.DBNAME)
 
     def _part_directories(self) -> list[Path]:
         # Part files are one level down (xx/), or two in caches made before (xx/yy/).

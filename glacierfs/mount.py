@@ -44,7 +44,8 @@ class MountOptions:
     foreground: bool = False
     abort_orphans: bool = False  # abort multipart uploads in the vault the journal does not know
     fuse_options: dict = field(default_factory=dict)
-    snapshot_interval: float = DEFAULT_SNAPSHOT_MINUTES  # minutes between catalog snapshots; 0 = at unmount only
+    # minutes between catalog snapshots; 0 = at unmount only
+    snapshot_interval: float = DEFAULT_SNAPSHOT_MINUTES
     restore: RestoreConfig = field(default_factory=RestoreConfig)  # the poller; restore.py
 
 

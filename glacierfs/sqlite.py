@@ -22,9 +22,24 @@ from pathlib import Path
 from typing import Iterator
 
 
+def sync_wal(database: Path | str) -> None:
+    """Make every commit so far to a WAL-mode database survive a power cut (whatever its
+    `synchronous`): the WAL holds them in order, and a checkpoint syncs what it copies."""
+    try:
+        fd = os.open(f"{database}-wal", os.O_RDONLY)
+    except FileNotFoundError:  # checkpointed and removed: the database file has it
+        return
+    try:
+        # fdatasync, as SQLite does for its own syncs: the WAL's pages and its size, without
+        # an inode write for the mtime (the WAL is rewritten in place after a checkpoint).
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
 class Database:
     def __init__(self, path: Path, schema: str, always_durable: bool = True) -> None:
-        self._wal = f"{path}-wal"
+        self._path = path
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
@@ -62,19 +77,7 @@ class Database:
                 self._depth = 0
             self._conn.execute("COMMIT")
             if self._durable:
-                self._sync_wal()
-
-    def _sync_wal(self) -> None:
-        try:
-            fd = os.open(self._wal, os.O_RDONLY)
-        except FileNotFoundError:  # checkpointed and removed: the database file has it
-            return
-        try:
-            # fdatasync, as SQLite does for its own syncs: the WAL's pages and its size, without
-            # an inode write for the mtime (the WAL is rewritten in place after a checkpoint).
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+                sync_wal(self._path)
 
     def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:

@@ -282,10 +282,7 @@ class FileUpload:
                     if index in self.parts:  # another writer made it meanwhile
                         self.cache.release(self.part_size)
                         continue
-                    part = Part(index, f"{self.cache_key}.{index}")
-                    part.staging_fd(self.cache.staging_path(part.key))  # creates the file
-                    self.parts[index] = part
-                    return part
+                    return self._new_part(index)
             if in_flight is not None:
                 try:
                     in_flight.result()
@@ -297,6 +294,13 @@ class FileUpload:
                     continue
                 self._reopen(part)
                 return part
+
+    def _new_part(self, index: int) -> Part:
+        """A new, empty staged part (its cache room already reserved). Under the lock."""
+        part = Part(index, f"{self.cache_key}.{index}")
+        part.staging_fd(self.cache.staging_path(part.key))  # creates the file
+        self.parts[index] = part
+        return part
 
     def _reopen(self, part: Part) -> None:
         """Write again into a part that was sealed: only while the cache still holds it."""
@@ -587,8 +591,7 @@ class FileUpload:
             for index in range(last + 1):
                 if index not in self.parts:  # a hole never written: zeros
                     self.cache.take(self.part_size)
-                    self.parts[index] = Part(index, f"{self.cache_key}.{index}")
-                    open(self.cache.staging_path(self.parts[index].key), "wb").close()
+                    self._new_part(index)
                 part = self.parts[index]
                 if part.state == "staged":
                     part.size = min(self.part_size, self.size - index * self.part_size)

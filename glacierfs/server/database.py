@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS archives (
     size        INTEGER NOT NULL,
     tree_hash   TEXT NOT NULL,                   -- lowercase hex
     created_at  REAL NOT NULL,
-    blob        TEXT,                            -- NULL once deleted; multipart: a composite (blobs.py)
+    blob        TEXT,                            -- NULL once deleted; composite if multipart
     deleted_at  REAL                             -- NULL = present
 );
 CREATE INDEX IF NOT EXISTS archives_by_vault ON archives(vault_id, id);
