@@ -214,9 +214,13 @@ class Catalog:
             if conn.execute("SELECT 1 FROM entries WHERE parent = ? AND name = ?",
                             (parent, name)).fetchone():
                 raise FsError(errno.EEXIST, f"{name!r} exists")
+            # A fresh number, never one an upload in the journal still names: SQLite would
+            # give a removed file's number to the next file, and the upload of the removed
+            # one, finishing later, would then record its content on the new file.
             cursor = conn.execute(
-                "INSERT INTO inodes (mode, uid, gid, size, mtime_ns, ctime_ns, state, symlink) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO inodes (ino, mode, uid, gid, size, mtime_ns, ctime_ns, state, "
+                "symlink) VALUES ((SELECT MAX(ino) + 1 FROM (SELECT MAX(ino) AS ino FROM "
+                "inodes UNION ALL SELECT MAX(ino) FROM uploads)), ?, ?, ?, ?, ?, ?, ?, ?)",
                 (mode, uid, gid, len(symlink or b""), now, now, state, symlink),
             )
             ino = cursor.lastrowid
@@ -227,13 +231,15 @@ class Catalog:
         return self.inode(ino)
 
     def set_stored(self, ino: int, size: int, archive_id: str | None, tree_hash: str | None,
-                   part_size: int, cache_key: str, parts: list[tuple[int, str]]) -> None:
-        """The content is durable: record its archive and part hashes in one transaction."""
+                   part_size: int, cache_key: str, parts: list[tuple[int, str]],
+                   mtime_ns: int | None = None) -> None:
+        """The content is durable: record its archive and part hashes in one transaction (and
+        its modification time, when the writer knows it)."""
         with self.db.transaction(durable=True) as conn:
             conn.execute(
                 "UPDATE inodes SET state = 'stored', size = ?, archive_id = ?, tree_hash = ?, "
-                "part_size = ?, cache_key = ? WHERE ino = ?",
-                (size, archive_id, tree_hash, part_size, cache_key, ino),
+                "part_size = ?, cache_key = ?, mtime_ns = coalesce(?, mtime_ns) WHERE ino = ?",
+                (size, archive_id, tree_hash, part_size, cache_key, mtime_ns, ino),
             )
             conn.execute("DELETE FROM parts WHERE ino = ?", (ino,))
             conn.executemany(

@@ -130,6 +130,10 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
               help="Multipart part size: 1 MiB x 2^n. A file can have 10,000 parts.")
 @click.option("--upload-threads", default=4, show_default=True, type=int,
               help="Parts uploaded in parallel.")
+@click.option("--async-close", is_flag=True,
+              help="close(2) returns once the file is safe in the cache, not once it is in "
+                   "the vault: uploads run in the background (--upload-threads at a time), "
+                   "failed ones are retried, and close no longer reports them.")
 @click.option("--abort-orphans", is_flag=True,
               help="Abort multipart uploads in the vault that this cache's journal does not "
                    "know (left by a lost cache or another tool); default: only report them.")
@@ -149,8 +153,8 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
               help="Upload a snapshot of the catalog this often while it changes (and always "
                    "at unmount); 0 = only at unmount. `glacierfs recover` restores it.")
 def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_vault, local_dir,
-          cache_dir, cache_size, part_size, upload_threads, abort_orphans, restore_poll,
-          restore_on_read, foreground, log_level, log_file, fuse_options,
+          cache_dir, cache_size, part_size, upload_threads, async_close, abort_orphans,
+          restore_poll, restore_on_read, foreground, log_level, log_file, fuse_options,
           snapshot_interval) -> None:
     """Mount a Glacier vault as a directory."""
     from .config import CacheConfig, RestoreConfig, VaultConfig, parse_size
@@ -163,7 +167,7 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
         cache=CacheConfig(directory=cache_dir.absolute(),
                           size=parse_size(cache_size, "--cache-size"),
                           part_size=parse_size(part_size, "--part-size"),
-                          upload_threads=upload_threads),
+                          upload_threads=upload_threads, async_close=async_close),
         mountpoint=mountpoint.absolute(),
         local_dir=local_dir.absolute() if local_dir is not None else None,
         foreground=foreground,
@@ -306,7 +310,7 @@ def restore(paths: tuple[Path, ...], tier: str, wait: bool) -> None:
 FSTAB_OPTIONS = {"local", "cache_dir", "cache_size", "part_size", "upload_threads",
                  "endpoint_url", "region", "profile", "log_file", "log_level",
                  "snapshot_interval", "restore_poll", "restore_on_read"}
-FSTAB_FLAGS = {"create_vault", "foreground", "abort_orphans"}
+FSTAB_FLAGS = {"create_vault", "foreground", "abort_orphans", "async_close"}
 MOUNT8_ONLY = {"_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "defaults"}
 
 

@@ -60,6 +60,8 @@ class CacheConfig:
     size: int = DEFAULT_CACHE_SIZE
     part_size: int = DEFAULT_PART_SIZE
     upload_threads: int = DEFAULT_UPLOAD_THREADS
+    # close(2) returns once the content is safe in the cache; closer threads upload it (fs.py)
+    async_close: bool = False
 
     def __post_init__(self) -> None:
         check_part_size(self.part_size)

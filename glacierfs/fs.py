@@ -10,6 +10,11 @@ shells and dd open, dup2 and close the original descriptor before writing. Flush
 processes (a forked child closing its copy) do nothing. release() finishes a writer that was
 never flushed by its opener (and an empty file). After that, writes through the same open
 file description (a dup'd descriptor) fail with EBADF.
+
+With --async-close, close(2) returns once the content is safe in the cache (every part sealed,
+the final size and tree hash journaled): a closer thread uploads it, and a failed upload is
+retried from the cache, as recovery after a crash would. The file reads and stats as written
+meanwhile; opening it for writing or truncating it waits for that upload.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ import os
 import stat
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import treehash
+from . import recovery, treehash
 from .cache import PartCache
 from .catalog import ROOT_INO, Catalog, Inode
 from .config import CacheConfig
@@ -36,6 +42,11 @@ from .vault import Vault
 log = logging.getLogger(__name__)
 
 BLOCK = 512
+# --async-close: closes whose uploads may wait for a closer thread, per upload thread. More
+# make close(2) wait: the cache bounds their bytes, this bounds their number.
+BACKGROUND_CLOSES_PER_THREAD = 8
+RETRY_FIRST_DELAY = 5.0  # seconds before a failed background upload is tried again
+RETRY_MAX_DELAY = 600.0
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 
 
@@ -63,18 +74,29 @@ class GlacierFS:
         self._writers: dict[int, FileUpload] = {}  # ino -> its open writer
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
+        # --async-close: ino -> the closer thread's work on that file's upload.
+        self._background: dict[int, Future] = {}
+        self._closers = (ThreadPoolExecutor(config.upload_threads, "closer")
+                         if config.async_close else None)
+        self._close_slots = threading.BoundedSemaphore(
+            BACKGROUND_CLOSES_PER_THREAD * config.upload_threads)
+        self._stopping = threading.Event()  # shutdown: failed uploads stop retrying
         # Restores (restore.py): its poller is started by mount.py once the mount is live.
         self.restores = Restores(catalog, cache, vault, config.part_size)
 
     def shutdown(self) -> None:
         """Stop restoring (the next mount goes on), finish every open writer (the mount is
-        going away), then stop the pool."""
+        going away) and every upload after close (one last try for a failing one; what still
+        fails stays in the journal for the next mount), then stop the pool."""
         self.restores.stop()
         for fh in list(self._handles):
             try:
                 self.release(fh)
             except FsError:
                 pass
+        self._stopping.set()
+        if self._closers is not None:
+            self._closers.shutdown(wait=True)
         self.pool.shutdown()
 
     def status(self) -> dict:
@@ -149,10 +171,12 @@ class GlacierFS:
         """Set the modification time (now if None); atime is not kept (it reads as mtime)."""
         node = self.catalog.resolve(path)
         mtime_ns = time.time_ns() if mtime_ns is None else mtime_ns
-        self.catalog.set_attributes(node.ino, mtime_ns=mtime_ns)
         writer = self._writers.get(node.ino)
         if writer is not None:
-            writer.modified_ns = mtime_ns  # later writes would move it again, as on any fs
+            # Before the catalog: recording the archive reads it inside its transaction, so
+            # whichever commits last, this time stays. Later writes move it, as on any fs.
+            writer.modified_ns = mtime_ns
+        self.catalog.set_attributes(node.ino, mtime_ns=mtime_ns)
 
     def unlink(self, path: bytes) -> None:
         parent, name = self.catalog.resolve_parent(path)
@@ -233,6 +257,7 @@ class GlacierFS:
         if node.is_dir:
             raise FsError(errno.EISDIR, f"{path!r} is a directory")
         if flags & WRITE_FLAGS:
+            self._wait_for_background_close(node.ino, path)
             if node.ino in self._writers:
                 raise FsError(errno.EBUSY, f"{path!r} is already open for writing")
             if node.state == "stored" and node.size > 0 and not flags & os.O_TRUNC:
@@ -292,6 +317,7 @@ class GlacierFS:
         node = self.catalog.resolve(path)
         if node.is_dir:
             raise FsError(errno.EISDIR, f"{path!r} is a directory")
+        self._wait_for_background_close(node.ino, path)
         writer = self._writers.get(node.ino)
         if writer is not None:
             writer.truncate(length)
@@ -371,31 +397,109 @@ class GlacierFS:
             handle.writer.sync()
 
     def _finish(self, handle: Handle) -> None:
-        """Turn a writer into an archive and record it; errors are kept for close(2)."""
+        """Turn a writer into an archive and record it; errors are kept for close(2). With
+        --async-close only the local half runs here, and a closer thread does the rest."""
         writer = handle.writer
         handle.finished = True
         try:
-            archive_id = writer.close()
+            has_content = writer.prepare_close()
+            if has_content and self._closers is not None:
+                self._close_in_background(handle.ino, handle.path, writer)
+                return
+            archive_id = writer.finish_close() if has_content else None
         except FsError as error:
             handle.error = error
+            self._drop_writer(handle.ino)
             self.give_up(writer.cache_key, handle.ino)
             raise
+        self._record(handle.ino, handle.path, writer, archive_id)
+
+    def _record(self, ino: int, path: bytes, writer: FileUpload,
+                archive_id: str | None) -> None:
+        try:
+            self.record_archive(writer.cache_key, ino, path, writer.size, archive_id,
+                                writer.tree_hash, self.config.part_size, writer.part_hashes(),
+                                modified_ns=lambda: writer.modified_ns)
+        finally:  # only now: until the catalog has the content, stat and read use the writer
+            self._drop_writer(ino)
+
+    def _drop_writer(self, ino: int) -> None:
+        with self._lock:
+            self._writers.pop(ino, None)
+
+    # ---- closing in the background (--async-close) ----------------------------------------
+
+    def _close_in_background(self, ino: int, path: bytes, writer: FileUpload) -> None:
+        self._close_slots.acquire()
+        with self._lock:  # the closer pops its entry under this lock: never before it is in
+            self._background[ino] = self._closers.submit(self._upload_after_close, ino, path,
+                                                         writer)
+
+    def _upload_after_close(self, ino: int, path: bytes, writer: FileUpload) -> None:
+        try:
+            try:
+                archive_id = writer.finish_close(keep_on_failure=True)
+            except FsError as error:
+                log.error("%s: the upload failed after close returned (%s); the content stays "
+                          "in the cache and the upload is tried again", writer.path,
+                          error.reason)
+                self._retry_upload(ino, writer)
+            else:
+                self._record(ino, path, writer, archive_id)
+        except Exception:  # a bug: the journal still has the upload, the next mount ends it
+            log.exception("%s: finishing the upload after close failed", writer.path)
         finally:
             with self._lock:
-                self._writers.pop(handle.ino, None)
-        self.record_archive(writer.cache_key, handle.ino, handle.path, writer.size, archive_id,
-                            writer.tree_hash, self.config.part_size, writer.part_hashes())
+                self._background.pop(ino, None)
+            self._close_slots.release()
+
+    def _retry_upload(self, ino: int, writer: FileUpload) -> None:
+        """Finish a failed upload from the cache and the journal (recovery.finish_upload),
+        with growing pauses; at shutdown, one last try, then the next mount goes on."""
+        delay = RETRY_FIRST_DELAY
+        while True:
+            stopping = self._stopping.wait(delay)
+            try:
+                recovery.finish_upload(self, writer.cache_key, lambda: writer.modified_ns)
+            except Exception as error:
+                if stopping:
+                    log.warning("%s: still not uploaded; the next mount finishes it from the "
+                                "cache: %s", writer.path, error)
+                    return
+                delay = min(2 * delay, RETRY_MAX_DELAY)
+                log.warning("%s: upload failed again, next try in %.0f s: %s", writer.path,
+                            delay, error)
+                continue
+            self._drop_writer(ino)
+            log.info("%s: uploaded on a later try", writer.path)
+            return
+
+    def _wait_for_background_close(self, ino: int, path: bytes) -> None:
+        """A file whose close returned before its upload changes again only after that upload:
+        wait for it. While a failed one waits to be tried again: EBUSY."""
+        future = self._background.get(ino)
+        while future is not None:
+            writer = self._writers.get(ino)
+            if writer is not None and writer.state == "failed":
+                raise FsError(errno.EBUSY, f"{path!r}: its upload failed and will be tried "
+                              "again; it cannot change until then")
+            try:
+                future.result(timeout=0.5)
+                return
+            except TimeoutError:
+                continue
 
     def record_archive(self, cache_key: str, ino: int, path: bytes, size: int,
                        archive_id: str | None, tree_hash: str | None, part_size: int,
-                       parts: list[tuple[int, str]]) -> None:
-        """A content is complete in the vault: in one transaction, put it on its inode, end its
-        upload in the journal and doom the archive it replaces; then delete that one."""
+                       parts: list[tuple[int, str]], modified_ns=None) -> None:
+        """A content is complete in the vault: in one transaction, put it on its inode (with
+        the time `modified_ns()` gives, read inside it), end its upload in the journal and doom
+        the archive it replaces; then delete that one."""
         with self.catalog.db.transaction():
             if self.catalog.exists(ino):
                 old = self.catalog.inode(ino)
                 self.catalog.set_stored(ino, size, archive_id, tree_hash, part_size, cache_key,
-                                        parts)
+                                        parts, modified_ns() if modified_ns else None)
                 doomed = self._doom(old.archive_id if old.archive_id != archive_id else None,
                                     path)
             else:  # unlinked or replaced while it was written: nothing names it

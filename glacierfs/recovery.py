@@ -64,6 +64,16 @@ def recover(fs) -> int:
     return len(entries)
 
 
+def finish_upload(fs, cache_key: str, modified_ns=None) -> None:
+    """Finish (or settle) one journaled upload while the mount runs: that of a close that had
+    returned before its upload failed (--async-close, fs.py). Vault errors propagate (try
+    again later); a content that cannot be proven right is given up, as after a crash.
+    `modified_ns()`, if given, is the file's modification time to record with it."""
+    for entry in fs.journal.entries():
+        if entry.cache_key == cache_key:
+            _Recovery(fs, entry, modified_ns).run()
+
+
 def find_orphans(vault, journal) -> list[dict]:
     """Multipart uploads in the vault that the journal does not know, each with its 'Path'
     decoded from the description where it names one."""
@@ -111,9 +121,10 @@ def _settle_unjournaled_writers(fs) -> None:
 
 
 class _Recovery:
-    def __init__(self, fs, entry: JournalEntry) -> None:
+    def __init__(self, fs, entry: JournalEntry, modified_ns=None) -> None:
         self.fs = fs
         self.entry = entry
+        self.modified_ns = modified_ns
         self.part_size = entry.part_size
         self.upload_id = entry.upload_id
         exists = fs.catalog.exists(entry.ino)
@@ -142,7 +153,7 @@ class _Recovery:
             return
         self.fs.record_archive(self.entry.cache_key, self.entry.ino, self.path, size,
                                archive_id, tree_hash, self.part_size,
-                               [(p.size, p.tree_hash) for p in parts])
+                               [(p.size, p.tree_hash) for p in parts], self.modified_ns)
         log.info("recovered %s: %d bytes", self.shown, size)
 
     # ---- what the cache holds -------------------------------------------------------------
@@ -278,9 +289,9 @@ class _Recovery:
 
     def _upload_single(self, part: _Part) -> str:
         if self.entry.single:
-            log.warning("%s: the crash came while it was sent as one archive; if that request "
-                        "had arrived, the vault now holds it twice (`glacierfs inventory` "
-                        "lists archives the catalog does not know)", self.shown)
+            log.warning("%s: it was sent as one archive before, with no confirmed result; if "
+                        "that request had arrived, the vault now holds it twice (`glacierfs "
+                        "inventory` lists archives the catalog does not know)", self.shown)
         archive_id = self.fs.vault.upload_archive_file(self.fs.cache.path(part.key),
                                                        part.sha256, part.tree_hash,
                                                        self._description())

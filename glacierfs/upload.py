@@ -32,6 +32,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from . import treehash
 from .cache import PartCache, fsync_path
@@ -196,6 +197,7 @@ class FileUpload:
         self._next_leaf_part = 0
         self._sealed_leaves: dict[int, list[bytes]] = {}
         self._sealing: list[Future] = []  # full parts handed to the sealer
+        self._single = False  # set at close: the content goes out as one UploadArchive
 
     # ---- writing --------------------------------------------------------------------------
 
@@ -543,6 +545,12 @@ class FileUpload:
 
     def close(self) -> str | None:
         """Upload what is left, complete the archive; its id (None for an empty file)."""
+        return self.finish_close() if self.prepare_close() else None
+
+    def prepare_close(self) -> bool:
+        """Close's local half: seal every part and journal the final size and tree hash. From
+        here on a crash loses nothing: recovery finishes the upload from the cache. False for
+        an empty file, which has nothing to upload."""
         with self.lock:
             failed = self.error
             if failed is None:
@@ -556,16 +564,25 @@ class FileUpload:
                 sealing.result()
             if self.error is not None:
                 raise self.error
-            single = self.upload_id is None and self.size <= self.part_size
+            self._single = self.upload_id is None and self.size <= self.part_size
             # A small file goes out at once from staging: no trip through the pending cache.
-            sealed = self._seal_the_rest(to_pending=not single)
+            sealed = self._seal_the_rest(to_pending=not self._single)
             if self.size == 0:
-                return None
+                return False
             self.tree_hash = self._written_tree_hash()
             # One commit for 'closing' and the parts sealed just now (for a small file, all).
-            self.journal.closing(self.cache_key, self.size, self.tree_hash, single,
+            self.journal.closing(self.cache_key, self.size, self.tree_hash, self._single,
                                  [(p.index, p.size, p.tree_hash) for p in sealed])
-            if single:
+            return True
+        except Exception as error:
+            self._give_up(error, keep=False)
+
+    def finish_close(self, keep_on_failure: bool = False) -> str:
+        """Close's remote half: send what is left and complete the archive; its id. If that
+        fails and `keep_on_failure`, the parts stay in the cache and the upload in the vault
+        (the content was promised: recovery finishes it); otherwise both are dropped."""
+        try:
+            if self._single:
                 return self._upload_single()
             for part in self._ordered_parts():
                 self._submit(part)
@@ -576,11 +593,17 @@ class FileUpload:
                 raise self.error
             return self._complete()
         except Exception as error:
-            failure = error if isinstance(error, FsError) else UploadFailed(
-                f"{self.path}: {error}", errno_for(error))
-            self._fail(failure)
+            self._give_up(error, keep=keep_on_failure)
+
+    def _give_up(self, error: Exception, keep: bool) -> NoReturn:
+        failure = error if isinstance(error, FsError) else UploadFailed(
+            f"{self.path}: {error}", errno_for(error))
+        self._fail(failure)
+        if keep:
+            self._stop()
+        else:
             self.abort()
-            raise self.error from None
+        raise self.error from None
 
     def _seal_the_rest(self, to_pending: bool) -> list[Part]:
         """At close: seal every part still staged (holes exist as zeros; the last part may be
@@ -665,13 +688,16 @@ class FileUpload:
     def part_hashes(self) -> list[tuple[int, str]]:
         return [(p.size, p.tree_hash) for p in self._ordered_parts()]
 
-    def abort(self) -> None:
-        """Give up: abort the multipart upload (best effort) and drop unsent parts."""
+    def _halt(self, drop: bool) -> tuple[list[Part], str | None]:
+        """Stop this file's I/O: close its part files (under the lock: a writer checks the
+        sticky error first), mark it failed, and wait for part uploads still running. Returns
+        its parts and upload id; with `drop`, takes both off the file, so a second call finds
+        nothing left to release."""
         with self.lock:
-            upload_id, self.upload_id = self.upload_id, None
-            parts = list(self.parts.values())
-            self.parts = {}  # a second abort finds nothing left to release
-            for part in parts:  # under the lock: a writer checks the sticky error first
+            parts, upload_id = list(self.parts.values()), self.upload_id
+            if drop:
+                self.parts, self.upload_id = {}, None
+            for part in parts:
                 part.close_fd()
             if self.state != "complete":
                 self.state = "failed"
@@ -681,6 +707,21 @@ class FileUpload:
                     part.future.result()
                 except Exception:
                     pass
+        return parts, upload_id
+
+    def _stop(self) -> None:
+        """Stop after a failed upload whose content must not be lost: keep every part in the
+        cache (reads still find them) and the multipart upload in the vault, and free the
+        cache reservations: recovery (recovery.finish_upload) takes over from the journal,
+        outside them."""
+        parts, _ = self._halt(drop=False)
+        for part in parts:
+            if part.state != "uploaded":
+                self.cache.release(self.part_size)
+
+    def abort(self) -> None:
+        """Give up: abort the multipart upload (best effort) and drop unsent parts."""
+        parts, upload_id = self._halt(drop=True)
         if upload_id is not None:
             try:
                 self.vault.abort(upload_id)

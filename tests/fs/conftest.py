@@ -141,7 +141,7 @@ def make_fs(tmp_path: Path):
     rigs: list[Rig] = []
 
     def make(cache_parts: int = 64, faults: str = "", latency_ms: float = 0.0,
-             retries: bool = False, upload_threads: int = 2) -> Rig:
+             retries: bool = False, upload_threads: int = 2, async_close: bool = False) -> Rig:
         root = tmp_path / f"rig{len(rigs)}"
         server = LocalVaultServer(ServerConfig(data_dir=root / "srv", faults=faults,
                                                latency_ms=latency_ms)).start()
@@ -151,7 +151,8 @@ def make_fs(tmp_path: Path):
             vault = Vault(VaultConfig(VAULT), client=client)
             vault.check(create=True)
             config = CacheConfig(directory=root / "cache", size=cache_parts * PART,
-                                 part_size=PART, upload_threads=upload_threads)
+                                 part_size=PART, upload_threads=upload_threads,
+                                 async_close=async_close)
             cache = PartCache(config.directory, config.size)
             catalog = Catalog(root / "cat.db", 0, 0)
             fs = GlacierFS(catalog, cache, vault, config, UploadPool(config.upload_threads))

@@ -122,3 +122,17 @@ def test_statfs(rig):
     assert after["f_files"] - after["f_ffree"] == 3
     assert after["f_blocks"] - after["f_bfree"] == -(-10_000 // after["f_frsize"])
     assert after["f_bavail"] == after["f_bfree"]
+
+
+def test_a_new_file_never_takes_the_number_of_one_still_uploading(rig):
+    # /a is the newest inode and is removed while still being written: SQLite would give its
+    # number to the next file, and /a's upload, recorded later, would land on that file.
+    fh = rig.fs.create(b"/a", 0o644, 0, 0, pid=OPENER)
+    rig.fs.write(fh, b"old content", 0)
+    rig.fs.unlink(b"/a")
+    rig.store(b"/b", b"new content")
+    rig.fs.flush(fh, pid=OPENER)
+    rig.fs.release(fh)
+    assert rig.read_all(b"/b") == b"new content"
+    assert rig.fs.getattr(b"/b")["st_size"] == len(b"new content")
+    assert sorted(rig.archives()) == ["b"]

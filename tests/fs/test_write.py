@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import random
 import threading
+import time
 
 import pytest
 
@@ -436,3 +437,17 @@ def test_getattr_follows_the_size_while_writing(rig):
     rig.assert_archive(b"/f", expected)
 
 
+
+
+def test_mtime_after_close_is_the_time_of_the_last_write(rig):
+    fh = rig.fs.create(b"/f", 0o644, 0, 0, pid=OPENER)
+    created = rig.fs.getattr(b"/f")["st_mtime_ns"]
+    rig.fs.write(fh, b"first", 0)
+    wait_for(lambda: time.time_ns() > created + 1_000_000, what="a later clock")
+    before_last_write = time.time_ns()
+    rig.fs.write(fh, b"second", 5)
+    rig.fs.flush(fh, pid=OPENER)
+    rig.fs.release(fh)
+    mtime = rig.fs.getattr(b"/f")["st_mtime_ns"]
+    assert mtime >= before_last_write > created
+    assert rig.fs.catalog.resolve(b"/f").mtime_ns == mtime  # kept: not the writer's memory

@@ -294,3 +294,33 @@ def test_orphan_uploads_are_reported_and_aborted_on_request(mount, tmp_path):
     third = mount("--abort-orphans", cache_dir=m.cache_dir)
     assert open_uploads(glacier, m.vault) == []
     assert "aborted orphan upload" in third.log()
+
+
+def test_kill9_after_an_async_close_returned_keeps_the_files(mount, tmp_path):
+    # --async-close: cp succeeds once the content is safe in the cache. The vault holds
+    # every upload back, the daemon dies, and the next mount uploads both files.
+    m = mount("--async-close")
+    small, big = pattern(PART // 3, 9), pattern(3 * PART + 11, 10)
+    (tmp_path / "small").write_bytes(small)
+    (tmp_path / "big").write_bytes(big)
+    before = m.stats()
+    m.set_faults("UploadArchive:hang:#1+,CompleteMultipartUpload:hang:#1+")
+    try:
+        for name in ("small", "big"):
+            done = subprocess.run(["cp", tmp_path / name, m.path / f"{name}.bin"],
+                                  capture_output=True, text=True, timeout=60, check=False)
+            assert done.returncode == 0, done.stderr
+        assert (m.path / "small.bin").read_bytes() == small  # from the cache meanwhile
+        wait_for(lambda: delta(m, before, "UploadArchive") == 1
+                 and delta(m, before, "CompleteMultipartUpload") == 1, "both uploads held")
+        assert journal(m.cache_dir).states() == ["closing", "closing"]
+        kill9(m)
+    finally:
+        m.set_faults("")
+    again = mount(cache_dir=m.cache_dir)
+    assert again.umount().returncode == 0
+    assert journal(m.cache_dir).states() == []
+    assert archive_counts(m.glacier, m.vault) == {"small.bin": 1, "big.bin": 1}
+    assert_archive(m.glacier, m.vault, "small.bin", small)
+    assert_archive(m.glacier, m.vault, "big.bin", big)
+    assert open_uploads(m.glacier, m.vault) == []
