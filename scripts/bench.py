@@ -78,6 +78,7 @@ import json
 import mmap
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -718,7 +719,8 @@ def small_part(tmp: Path, files: int, seed: int, rounds_wanted: int, latency_ms:
                 run = SmallRun(tmp, root, paths, sizes, url, data, server_pid, client,
                                profile_dir)
                 for way in in_order(SMALL_WAYS, r):
-                    tag = f"small-{way.split()[0]}"  # distinct from part 1's mounts
+                    # distinct from part 1's mounts and from each other; also the vault name
+                    tag = "small-" + re.sub(r"[^a-z0-9]+", "-", way.lower()).strip("-")
                     rounds[way].append(SMALL_WAYS[way](run, f"{tag}-{r}"))
                     print(f"round {r + 1}: {way}: {rounds[way][-1]['files_per_s']:.1f} files/s",
                           flush=True)
