@@ -89,12 +89,13 @@ class GlacierFS:
         going away) and every upload after close (one last try for a failing one; what still
         fails stays in the journal for the next mount), then stop the pool."""
         self.restores.stop()
+        # First: a close below may wait for a closer slot that a failing upload holds.
+        self._stopping.set()
         for fh in list(self._handles):
             try:
                 self.release(fh)
             except FsError:
                 pass
-        self._stopping.set()
         if self._closers is not None:
             self._closers.shutdown(wait=True)
         self.pool.shutdown()
