@@ -543,10 +543,6 @@ class FileUpload:
 
     # ---- closing --------------------------------------------------------------------------
 
-    def close(self) -> str | None:
-        """Upload what is left, complete the archive; its id (None for an empty file)."""
-        return self.finish_close() if self.prepare_close() else None
-
     def prepare_close(self) -> bool:
         """Close's local half: seal every part and journal the final size and tree hash. From
         here on a crash loses nothing: recovery finishes the upload from the cache. False for

@@ -503,10 +503,14 @@ def timed_small(run: SmallRun, name: str, daemon: int | None, send) -> dict:
     return result
 
 
+def rsync_tree(run: SmallRun, dest: Path) -> None:
+    """`rsync -a` of the tree into dest (a directory in a FUSE mount)."""
+    run_or_fail(["rsync", "-a", f"{run.root}/", f"{dest}/"], timeout=120 + len(run.files))
+
+
 def timed_rsync(run: SmallRun, name: str, daemon: int, dest: Path) -> dict:
-    """timed_small of `rsync -a` of the tree into dest (a directory in a FUSE mount)."""
-    return timed_small(run, name, daemon, lambda: run_or_fail(
-        ["rsync", "-a", f"{run.root}/", f"{dest}/"], timeout=120 + len(run.files)))
+    """timed_small of rsync_tree."""
+    return timed_small(run, name, daemon, lambda: rsync_tree(run, dest))
 
 
 def glacierfs_rsync(run: SmallRun, name: str, async_close: bool = False) -> dict:
@@ -536,7 +540,7 @@ def async_rsync(run: SmallRun, dest: Path, box: dict) -> None:
     UploadArchive per file (every file is under one part)."""
     start = time.perf_counter()
     before = run.requests()["UploadArchive"]
-    run_or_fail(["rsync", "-a", f"{run.root}/", f"{dest}/"], timeout=120 + len(run.files))
+    rsync_tree(run, dest)
     box["rsync_seconds"] = time.perf_counter() - start
     deadline = time.monotonic() + 120 + len(run.files)
     while run.requests()["UploadArchive"] - before < len(run.files):
