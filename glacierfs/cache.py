@@ -93,6 +93,7 @@ class PartCache:
         self.uploaded = diskcache.Cache(
             str(self.directory / "uploaded"), disk=_LinkingDisk,
             eviction_policy="least-recently-used", size_limit=size_limit, sqlite_synchronous=1,
+            cull_limit=0,  # _trim_uploaded culls, against what the unsent parts leave over
         )
         self._room = threading.Condition()
         self._reserved = 0  # bytes of parts in staging or pending
@@ -268,7 +269,12 @@ class PartCache:
                 log.warning("cache index: could not forget part %s: %s", key, error)
 
     def _trim_uploaded(self) -> None:
+        # Called after every move into the uploaded cache, and nearly always there is room:
+        # then it costs one read, not the two write transactions of setting the limit and
+        # culling (diskcache's own cull on set is off: cull_limit=0).
         room = max(self.size_limit - self.reserved, 0)
+        if self.uploaded.volume() <= room:
+            return
         if self.uploaded.size_limit != room:
             self.uploaded.reset("size_limit", room)
         self.uploaded.cull()

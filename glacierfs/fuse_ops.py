@@ -42,13 +42,15 @@ def _caller() -> tuple[int, int, int]:
     close may come from another thread of the process that opened the file."""
     uid, gid, tid = fuse_get_context()
     try:
-        with open(f"/proc/{tid}/status") as status:
-            for line in status:
-                if line.startswith("Tgid:"):
-                    return uid, gid, int(line.split()[1])
+        fd = os.open(f"/proc/{tid}/status", os.O_RDONLY)
+        try:
+            status = os.read(fd, 4096)  # Tgid is on the fourth line
+        finally:
+            os.close(fd)
     except OSError:
-        pass  # the thread is gone already; its id is all we have
-    return uid, gid, tid
+        return uid, gid, tid  # the thread is gone already; its id is all we have
+    start = status.index(b"\nTgid:") + len(b"\nTgid:")
+    return uid, gid, int(status[start:status.index(b"\n", start)])
 
 
 def _errors_mapped(operation):
@@ -111,9 +113,13 @@ class GlacierFuse(FUSE):
     # pages nobody will read (this handle cannot read or be mmap'd). One copy less per byte:
     # cp of a large file got about 10% faster. Read-write handles keep the page cache.
     def create(self, path: bytes, mode: int, fip) -> int:
-        result = super().create(path, mode, fip)
-        _direct_if_write_only(fip.contents)
-        return result
+        # Not mfusepy's create: it calls inspect.signature() on operations.create for every
+        # file created, to learn whether it takes the flags (ours does).
+        file_info = fip.contents
+        file_info.fh = self.operations.create(path.decode(self.encoding, self.errors), mode,
+                                              file_info.flags)
+        _direct_if_write_only(file_info)
+        return 0
 
     def open(self, path: bytes, fip) -> int:
         result = super().open(path, fip)

@@ -10,8 +10,8 @@ from glacierfs.cache import PartCache
 MiB = 1 << 20
 
 
-def staged(cache: PartCache, key: str, data: bytes) -> None:
-    cache.reserve(MiB)
+def staged(cache: PartCache, key: str, data: bytes, reserve: int = MiB) -> None:
+    cache.reserve(reserve)
     cache.staging_path(key).write_bytes(data)
 
 
@@ -61,4 +61,26 @@ def test_directories_to_sync_include_every_level(tmp_path):
     synced = set(cache._part_directories())
     assert {sealed.parent, older, older.parent, Path(cache.pending.directory)} <= synced
     assert all(os.path.isdir(path) for path in synced)
+    cache.close()
+
+
+
+
+def test_uploaded_parts_are_trimmed_to_what_unsent_parts_leave(tmp_path):
+    # Parts kept for reading get the cache size minus the unsent parts: when a move finds the
+    # uploaded cache over that, the least recently used parts go (diskcache culls ten at a
+    # time).
+    part = 64 << 10
+    cache = PartCache(tmp_path, 4 * MiB)
+    for number in range(100):  # 6.25 MiB in all
+        staged(cache, f"p{number}.0", bytes(part), part)
+        cache.mark_uploaded(f"p{number}.0", part)
+        assert cache.uploaded.volume() <= 4 * MiB
+    assert not cache.has("p0.0") and cache.has("p99.0")
+    cache.reserve(2 * MiB)  # a writer's unsent parts now hold 2 MiB of the 4
+    staged(cache, "p100.0", bytes(part), part)
+    cache.mark_uploaded("p100.0", part)
+    assert cache.uploaded.volume() <= 2 * MiB
+    assert cache.has("p100.0")
+    cache.release(2 * MiB)
     cache.close()
