@@ -76,8 +76,14 @@ class Database:
             finally:
                 self._depth = 0
             self._conn.execute("COMMIT")
-            if self._durable:
-                sync_wal(self._path)
+            must_sync = self._durable
+        # The sync waits for the disk, so it runs after the lock is released: the mount's
+        # lookups (a dozen per file rsync writes) need not wait for it. This transaction is
+        # durable when the call returns, as promised; a thread that acts on another thread's
+        # change (a doomed archive, a recorded one) has synced its own transaction first, and
+        # that sync covers every earlier commit.
+        if must_sync:
+            sync_wal(self._path)
 
     def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
