@@ -204,14 +204,14 @@ class Catalog:
 
     def path_of(self, ino: int) -> bytes:
         """The path of an inode (first link), for archive descriptions and log lines."""
-        names = []
-        while ino != ROOT_INO:
-            row = self.db.one("SELECT parent, name FROM entries WHERE ino = ?", (ino,))
-            if row is None:
-                break
-            names.append(bytes(row["name"]))
-            ino = row["parent"]
-        return b"/" + b"/".join(reversed(names))
+        # One query: the chain of entries from the inode up to the root.
+        rows = self.db.query(
+            "WITH RECURSIVE up(ino, parent, name, depth) AS ("
+            " SELECT ino, parent, name, 0 FROM entries WHERE ino = ?"
+            " UNION ALL SELECT e.ino, e.parent, e.name, up.depth + 1 FROM entries e"
+            " JOIN up ON e.ino = up.parent WHERE up.parent != ?)"
+            " SELECT name FROM up ORDER BY depth DESC", (ino, ROOT_INO))
+        return b"/" + b"/".join(bytes(row["name"]) for row in rows)
 
     def part_hashes(self, ino: int) -> dict[int, tuple[int, str]]:
         rows = self.db.query("SELECT idx, size, tree_hash FROM parts WHERE ino = ?", (ino,))
@@ -269,20 +269,18 @@ class Catalog:
     def set_attributes(self, ino: int, mode: int | None = None, uid: int | None = None,
                        gid: int | None = None, mtime_ns: int | None = None) -> None:
         """chmod / chown / utimens: metadata only, never a re-upload."""
+        keep = lambda value: None if value is None or value < 0 else value  # noqa: E731
         with self.db.transaction() as conn:
-            node = self.inode(ino)  # read inside the transaction: no lost update
-            conn.execute(
-                "UPDATE inodes SET mode = ?, uid = ?, gid = ?, mtime_ns = ?, ctime_ns = ? "
+            # One statement, which reads what it keeps: no lost update, and no read first.
+            changed = conn.execute(
+                "UPDATE inodes SET mode = COALESCE((mode & ?) | ?, mode), uid = COALESCE(?, uid), "
+                "gid = COALESCE(?, gid), mtime_ns = COALESCE(?, mtime_ns), ctime_ns = ? "
                 "WHERE ino = ?",
-                (
-                    (node.mode & ~0o7777) | (mode & 0o7777) if mode is not None else node.mode,
-                    node.uid if uid is None or uid < 0 else uid,
-                    node.gid if gid is None or gid < 0 else gid,
-                    node.mtime_ns if mtime_ns is None else mtime_ns,
-                    time.time_ns(),
-                    ino,
-                ),
-            )
+                (FILE_TYPE_BITS, None if mode is None else mode & 0o7777, keep(uid), keep(gid),
+                 mtime_ns, time.time_ns(), ino),
+            ).rowcount
+        if not changed:
+            raise FsError(errno.ENOENT, f"inode {ino} not found")
 
     def unlink(self, parent: int, name: bytes) -> Inode:
         """Remove a non-directory entry and its inode; returns what was removed."""

@@ -214,6 +214,8 @@ class GlacierFS:
 
     def delete_archives(self, archive_ids: list[str] | None = None) -> None:
         """Delete doomed archives (these, or every one the journal holds) from the vault."""
+        if archive_ids is not None and not archive_ids:
+            return  # most calls: the change doomed nothing
         for archive_id, path in self.journal.doomed():
             if archive_ids is not None and archive_id not in archive_ids:
                 continue
