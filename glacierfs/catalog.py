@@ -94,6 +94,11 @@ def _check_name(name: bytes) -> None:
         raise FsError(errno.ENAMETOOLONG, f"name is {len(name)} bytes; the limit is {NAME_MAX}")
 
 
+def _given(owner: int | None) -> int | None:
+    """chown's uid or gid, None when it is to stay: chown(2) passes -1 for that."""
+    return None if owner is None or owner < 0 else owner
+
+
 class Catalog:
     def __init__(self, path: Path, uid: int, gid: int) -> None:
         # Power-cut durability per transaction (sqlite.py): the ones marked durable are an
@@ -269,14 +274,13 @@ class Catalog:
     def set_attributes(self, ino: int, mode: int | None = None, uid: int | None = None,
                        gid: int | None = None, mtime_ns: int | None = None) -> None:
         """chmod / chown / utimens: metadata only, never a re-upload."""
-        keep = lambda value: None if value is None or value < 0 else value  # noqa: E731
         with self.db.transaction() as conn:
             # One statement, which reads what it keeps: no lost update, and no read first.
             changed = conn.execute(
                 "UPDATE inodes SET mode = COALESCE((mode & ?) | ?, mode), uid = COALESCE(?, uid), "
                 "gid = COALESCE(?, gid), mtime_ns = COALESCE(?, mtime_ns), ctime_ns = ? "
                 "WHERE ino = ?",
-                (FILE_TYPE_BITS, None if mode is None else mode & 0o7777, keep(uid), keep(gid),
+                (FILE_TYPE_BITS, None if mode is None else mode & 0o7777, _given(uid), _given(gid),
                  mtime_ns, time.time_ns(), ino),
             ).rowcount
         if not changed:
