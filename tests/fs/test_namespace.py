@@ -136,3 +136,31 @@ def test_a_new_file_never_takes_the_number_of_one_still_uploading(rig):
     assert rig.read_all(b"/b") == b"new content"
     assert rig.fs.getattr(b"/b")["st_size"] == len(b"new content")
     assert sorted(rig.archives()) == ["b"]
+
+
+def test_directory_link_counts_follow_every_change(rig):
+    # A directory's st_nlink is 2 + its subdirectories. The count is kept between lookups,
+    # so read it after each kind of change to directories.
+    fs = rig.fs
+
+    def links(path: bytes) -> int:
+        return fs.getattr(path)["st_nlink"]
+
+    fs.mkdir(b"/a", 0o755, 0, 0)
+    fs.mkdir(b"/b", 0o755, 0, 0)
+    assert (links(b"/"), links(b"/a"), links(b"/b")) == (4, 2, 2)
+    fs.mkdir(b"/a/x", 0o755, 0, 0)
+    fs.mkdir(b"/a/y", 0o755, 0, 0)
+    fs.release(fs.create(b"/a/f", 0o644, 0, 0, pid=OPENER))
+    assert links(b"/a") == 4  # a file is not a subdirectory
+    fs.rename(b"/a/x", b"/b/x")  # a directory moves to another parent
+    assert (links(b"/a"), links(b"/b")) == (3, 3)
+    fs.mkdir(b"/b/z", 0o755, 0, 0)
+    fs.rename(b"/b/x", b"/b/z")  # over an empty directory: one fewer
+    assert links(b"/b") == 3
+    fs.rename(b"/a/f", b"/b/f")  # a file moving changes nothing
+    assert (links(b"/a"), links(b"/b")) == (3, 3)
+    fs.rmdir(b"/a/y")
+    assert links(b"/a") == 2
+    fs.rename(b"/a", b"/b/z/a")
+    assert (links(b"/"), links(b"/b/z")) == (3, 3)
