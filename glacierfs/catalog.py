@@ -224,6 +224,9 @@ class Catalog:
             self._generation += 1
             self._subdirectories.clear()
 
+    def _has_children(self, ino: int) -> bool:
+        return self.db.one("SELECT 1 FROM entries WHERE parent = ? LIMIT 1", (ino,)) is not None
+
     def children(self, ino: int) -> list[tuple[bytes, int]]:
         rows = self.db.query("SELECT name, ino FROM entries WHERE parent = ? ORDER BY name",
                              (ino,))
@@ -324,7 +327,7 @@ class Catalog:
             node = self._existing(parent, name)
             if not node.is_dir:
                 raise FsError(errno.ENOTDIR, f"{name!r} is not a directory")
-            if self.children(node.ino):
+            if self._has_children(node.ino):
                 raise FsError(errno.ENOTEMPTY, f"{name!r} is not empty")
             self._drop(conn, parent, name, node.ino)
             self._directories_changed()
@@ -368,7 +371,7 @@ class Catalog:
                     raise FsError(errno.EISDIR, f"{new_name!r} is a directory")
                 if moving.is_dir and not replaced.is_dir:
                     raise FsError(errno.ENOTDIR, f"{new_name!r} is not a directory")
-                if replaced.is_dir and self.children(target_ino):
+                if replaced.is_dir and self._has_children(target_ino):
                     raise FsError(errno.ENOTEMPTY, f"{new_name!r} is not empty")
                 self._drop(conn, new_parent, new_name, target_ino)
             now = time.time_ns()

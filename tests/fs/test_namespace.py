@@ -164,3 +164,17 @@ def test_directory_link_counts_follow_every_change(rig):
     assert links(b"/a") == 2
     fs.rename(b"/a", b"/b/z/a")
     assert (links(b"/"), links(b"/b/z")) == (3, 3)
+
+
+def test_only_an_empty_directory_can_be_removed_or_replaced(rig):
+    fs = rig.fs
+    fs.mkdir(b"/full", 0o755, 0, 0)
+    fs.release(fs.create(b"/full/f", 0o644, 0, 0, pid=OPENER))
+    fs.mkdir(b"/other", 0o755, 0, 0)
+    assert errno_of(fs.rmdir, b"/full") == errno.ENOTEMPTY
+    assert errno_of(fs.rename, b"/other", b"/full") == errno.ENOTEMPTY
+    fs.unlink(b"/full/f")
+    fs.rename(b"/other", b"/full")  # empty now: replaced
+    assert fs.readdir(b"/") == [b".", b"..", b"full"]
+    fs.rmdir(b"/full")
+    assert fs.readdir(b"/") == [b".", b".."]
