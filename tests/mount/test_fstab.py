@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from glacierfs.cli import fstab_args
 from glacierfs.mount import is_mounted, pid_file
 from tests.mount.conftest import force_unmount, run_glacierfs
 from tests.vault_helpers import archives_by_path
@@ -20,7 +21,7 @@ def test_fstab_line_mounts_on_local_service(tmp_path, serve_process):
     fstab = tmp_path / "fstab"
     fstab.write_text(
         f"photos {mountpoint} fuse.glacierfs _netdev,local={local},"
-        f"cache_dir={tmp_path / 'cache'},part_size=1M,cache_size=8M 0 0\n"
+        f"cache_dir={tmp_path / 'cache'},part_size=1M,cache_size=8M,async_close 0 0\n"
     )
     try:
         subprocess.run(["mount", "-T", str(fstab), str(mountpoint)], check=True, timeout=60,
@@ -37,3 +38,12 @@ def test_fstab_line_mounts_on_local_service(tmp_path, serve_process):
     serve = serve_process(data_dir=local)
     archives = archives_by_path(serve.client(), "photos")
     assert archives["note.txt"]["Size"] == len(b"kept in a vault\n")
+
+
+def test_fstab_options_split_between_glacierfs_and_fuse():
+    # mount.fuse passes one -o list: glacierfs's options and flags become command-line
+    # options, mount(8)'s own are dropped, and the rest go to FUSE.
+    assert fstab_args(["photos", "/mnt/photos", "-o",
+                       "_netdev,cache_size=8M,async_close,allow_other,create_vault,ro"]) == [
+        "mount", "photos", "/mnt/photos", "--cache-size", "8M", "--async-close",
+        "--create-vault", "-o", "allow_other,ro"]
