@@ -163,23 +163,25 @@ class PartCache:
 
     def mark_uploaded(self, key: str, nbytes: int) -> None:
         """pending (or staging: a small file sent straight from there at close) -> uploaded,
-        freeing its reservation; the LRU then trims to what is left."""
+        freeing its reservation. Room is made before the part joins the LRU, so the trim
+        takes older parts, never this one."""
+        self.release(nbytes)
         staged = self.staging_path(key)
         if staged.exists():
+            self._trim_uploaded(incoming=staged.stat().st_size)
             self.uploaded.set(key, _MovedFile(str(staged)))
             staged.unlink()
         elif (path := self._cached_path(self.pending, key)) is not None:
+            self._trim_uploaded(incoming=os.path.getsize(path))
             self.uploaded.set(key, _MovedFile(path))
             self.pending.delete(key)  # removes the row and the pending name
-        self.release(nbytes)
-        self._trim_uploaded()
 
     def adopt(self, key: str, path: str) -> None:
         """A part restored from the vault (and verified) -> uploaded, by hard link; then the
         old name goes. Kept for reading like any uploaded part, and evicted the same way."""
+        self._trim_uploaded(incoming=os.path.getsize(path))
         self.uploaded.set(key, _MovedFile(path))
         os.unlink(path)
-        self._trim_uploaded()
 
     def has(self, key: str) -> bool:
         """Whether the part is cached anywhere, without counting as a use for the LRU."""
@@ -268,11 +270,14 @@ class PartCache:
             except sqlite3.OperationalError as error:  # a row naming no file: harmless
                 log.warning("cache index: could not forget part %s: %s", key, error)
 
-    def _trim_uploaded(self) -> None:
-        # Called after every move into the uploaded cache, and nearly always there is room:
-        # then it costs one read, not the two write transactions of setting the limit and
-        # culling (diskcache's own cull on set is off: cull_limit=0).
-        room = max(self.size_limit - self.reserved, 0)
+    def _trim_uploaded(self, incoming: int) -> None:
+        """Make room in the uploaded cache for `incoming` more bytes: it gets what the cache
+        size leaves over after the unsent parts. diskcache culls the least recently used ten
+        at a time, so this runs before a part joins, or the part itself could go."""
+        # Nearly always there is room: then this costs one read, not the two write
+        # transactions of setting the limit and culling (diskcache's own cull on set is off:
+        # cull_limit=0).
+        room = max(self.size_limit - self.reserved - incoming, 0)
         if self.uploaded.volume() <= room:
             return
         if self.uploaded.size_limit != room:
