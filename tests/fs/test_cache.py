@@ -64,9 +64,6 @@ def test_directories_to_sync_include_every_level(tmp_path):
     cache.close()
 
 
-
-
-
 def test_uploaded_parts_are_trimmed_to_what_unsent_parts_leave(tmp_path):
     # Parts kept for reading get the cache size minus the unsent parts. Room is made before a
     # part joins (diskcache culls the least recently used ten at a time), so the part just
