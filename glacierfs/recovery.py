@@ -134,8 +134,7 @@ class _Recovery:
 
     def run(self) -> None:
         if not self.exists:
-            log.info("%s: removed while it was being written; dropping its upload", self.shown)
-            self._drop()
+            self._settle_removed()
             return
         try:
             local = self._cached_parts()
@@ -173,6 +172,21 @@ class _Recovery:
         for index, part in self.entry.parts.items():
             ends.append(index * self.part_size + part.size)
         return max(ends)
+
+    def _settle_removed(self) -> None:
+        # Its name went while the upload ran. An upload the crash caught after Complete can
+        # no longer be aborted (Glacier refuses, and the mount would never start): repeat
+        # Complete to learn the archive, which record_archive dooms, as nothing names it.
+        archive_id = self._completed_before()
+        if archive_id is None:
+            log.info("%s: removed while it was being written; dropping its upload", self.shown)
+            self._drop()
+            return
+        log.info("%s: removed after its upload completed; deleting the archive", self.shown)
+        self.fs.record_archive(self.entry.cache_key, self.entry.ino, self.path,
+                               self.entry.size, archive_id, self.entry.tree_hash,
+                               self.part_size, [])
+        self._discard_parts()
 
     def _overwrite(self) -> bool:
         return self.fs.catalog.inode(self.entry.ino).state == "stored"
@@ -229,18 +243,12 @@ class _Recovery:
             raise Unrecoverable(f"the cached parts hash to {tree_hash}, but the data written "
                                 f"hashed to {self.entry.tree_hash}")
         vault = self.fs.vault
-        if self.upload_id is not None and self.entry.state == "closing" and all(
-                p.index in self.entry.parts and self.entry.parts[p.index].uploaded
-                for p in parts):
-            try:  # the crash may have come after Complete: repeating it gives the same archive
-                archive_id = vault.complete(self.upload_id, size, tree_hash)
-                for part in parts:
-                    if part.key is not None:
-                        self.fs.cache.mark_uploaded(part.key, 0)
-                return archive_id, tree_hash
-            except Exception as error:
-                if not _client_error(error):
-                    raise
+        archive_id = self._completed_before()
+        if archive_id is not None:
+            for part in parts:
+                if part.key is not None:
+                    self.fs.cache.mark_uploaded(part.key, 0)
+            return archive_id, tree_hash
         held = self._vault_parts()
         for part in parts:
             part.in_vault = held.get(part.index * self.part_size) == (part.size, part.tree_hash)
@@ -262,6 +270,22 @@ class _Recovery:
             elif part.key is not None:  # sent before the crash: cache it as uploaded
                 self.fs.cache.mark_uploaded(part.key, 0)
         return vault.complete(self.upload_id, size, tree_hash), tree_hash
+
+    def _completed_before(self) -> str | None:
+        """The archive, if the crash may have come after Complete (closing, every part
+        confirmed): repeating Complete gives the same archive, and fails if it never
+        happened."""
+        entry = self.entry
+        count = -(-entry.size // self.part_size)
+        if self.upload_id is None or entry.state != "closing" or not entry.tree_hash or not all(
+                i in entry.parts and entry.parts[i].uploaded for i in range(count)):
+            return None
+        try:
+            return self.fs.vault.complete(self.upload_id, entry.size, entry.tree_hash)
+        except Exception as error:
+            if not _client_error(error):
+                raise
+        return None
 
     def _vault_parts(self) -> dict[int, tuple[int, str]]:
         if self.upload_id is None:
@@ -310,9 +334,12 @@ class _Recovery:
             except Exception as error:
                 if not is_not_found(error):
                     raise
+        self._discard_parts()
+        self.fs.give_up(self.entry.cache_key, self.entry.ino)
+
+    def _discard_parts(self) -> None:
         for key in self.fs.cache.keys(f"{self.entry.cache_key}."):
             self.fs.cache.discard(key)
-        self.fs.give_up(self.entry.cache_key, self.entry.ino)
 
 
 def _client_error(error: BaseException) -> bool:

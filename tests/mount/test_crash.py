@@ -324,3 +324,33 @@ def test_kill9_after_an_async_close_returned_keeps_the_files(mount, tmp_path):
     assert_archive(m.glacier, m.vault, "small.bin", small)
     assert_archive(m.glacier, m.vault, "big.bin", big)
     assert open_uploads(m.glacier, m.vault) == []
+
+
+def test_a_file_removed_once_its_upload_completed_does_not_stop_the_next_mount(mount, tmp_path):
+    # --async-close lets rm run while the upload is pending. The vault completes the archive
+    # and the daemon dies before it hears. Glacier refuses to abort a completed upload, so the
+    # next mount repeats Complete to learn the archive, then deletes it: nothing names it.
+    m = mount("--async-close")
+    data = pattern(PART + PART // 2, 11)
+    (tmp_path / "gone").write_bytes(data)
+    before = m.stats()
+    m.set_faults("CompleteMultipartUpload:hang-after:#1")
+    try:
+        done = subprocess.run(["cp", tmp_path / "gone", m.path / "gone.bin"],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: delta(m, before, "CompleteMultipartUpload") == 1, "the Complete held")
+        (m.path / "gone.bin").unlink()
+        assert journal(m.cache_dir).states() == ["closing"]
+        kill9(m)
+    finally:
+        m.set_faults("")
+    again = mount(cache_dir=m.cache_dir)
+    assert "removed after its upload completed; deleting the archive" in again.log()
+    assert again.umount().returncode == 0
+    left = journal(m.cache_dir)
+    assert left.states() == [] and left.doomed == []
+    assert archive_counts(m.glacier, m.vault) == {}
+    assert open_uploads(m.glacier, m.vault) == []
+    for where in ("staging", "pending", "uploaded"):
+        assert cached_part_files(m.cache_dir, where) == [], where
