@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .config import format_size as human
 from .errors import UserError
 from .mount import _alive, mount_type
-from .statusfile import read_status
+from .statusfile import read_status, status_file
 
 STALE = 5.0  # seconds: an older snapshot means the daemon is busy (or stuck); it is flagged
 QUIET = 5.0  # seconds between two blocks of non-terminal output
@@ -229,7 +229,23 @@ class UmountProgress:
             self.shown = True
 
     def __exit__(self, kind, error, traceback) -> None:
-        if self.shown and kind is None:
+        if kind is not None:
+            return
+        if self.shown:
             self.display.erase()
+        # The daemon has exited. It removes its status file when every upload finished, and
+        # leaves a last one when some still failed (or it was killed): say so, and fail, so
+        # that nobody takes the cache those uploads live in for something to delete.
+        left = read_status(self.mountpoint)
+        status_file(self.mountpoint).unlink(missing_ok=True)
+        unfinished = left and left.get("unfinished", len(left["writers"]))
+        if unfinished:
+            cache = left.get("cache_dir")
+            raise UserError(
+                f"unmounted {self.mountpoint}, but {unfinished} upload(s) could not finish "
+                f"(the mount's log says why); they are safe in the cache"
+                f"{f' {cache}' if cache else ''}, and the next mount of it finishes them",
+                exit_code=1)
+        if self.shown:
             sys.stderr.write("glacierfs: every pending upload finished\n")
             sys.stderr.flush()

@@ -52,10 +52,16 @@ class StatusWriter:
         return self
 
     def stop(self) -> None:
+        """At unmount, after the last uploads: remove the file, or, if an upload still failed,
+        leave a last snapshot saying how many, for `glacierfs umount` to report."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
-        self.path.unlink(missing_ok=True)
+        unfinished = len(self.fs.journal.entries())
+        if unfinished:
+            self._write(unfinished=unfinished, cache_dir=str(self.fs.cache.directory))
+        else:
+            self.path.unlink(missing_ok=True)
 
     def _run(self) -> None:
         while True:
@@ -63,9 +69,9 @@ class StatusWriter:
             if self._stop.wait(self.interval):
                 return
 
-    def _write(self) -> None:
+    def _write(self, **final) -> None:
         try:
-            snapshot = self.snapshot()
+            snapshot = {**self.snapshot(), **final}
             temp = self.path.with_suffix(".status.tmp")
             temp.write_text(json.dumps(snapshot))
             os.replace(temp, self.path)

@@ -307,6 +307,31 @@ def test_umount_shows_pending_uploads_while_it_waits(mount, tmp_path):
     assert_archive(m.glacier, m.vault, "late.bin", data)
 
 
+def test_umount_fails_while_an_upload_is_left_for_the_next_mount(mount, tmp_path):
+    # --async-close: cp succeeds with the content in the cache; every upload then fails, at
+    # unmount too. The unmount happens, but `glacierfs umount` must not say all is done: the
+    # upload waits in the cache for the next mount, which finishes it.
+    m = mount("--async-close")
+    data = pattern(PART // 3, 12)
+    (tmp_path / "kept").write_bytes(data)
+    m.set_faults("UploadArchive:404:#1+")
+    try:
+        subprocess.run(["cp", tmp_path / "kept", m.path / "kept.bin"], check=True, timeout=60)
+        done = run_glacierfs("umount", str(m.path), env=m.env)
+    finally:
+        m.set_faults("")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"glacierfs: unmounted {m.path}, but 1 upload(s) could not finish (the mount's log says "
+        f"why); they are safe in the cache {m.cache_dir}, and the next mount of it finishes them")
+    assert "every pending upload finished" not in done.stderr
+    assert not status_file(m.path).exists()
+    again = mount(cache_dir=m.cache_dir)
+    done = again.umount()
+    assert done.returncode == 0, done.stderr
+    assert_archive(m.glacier, m.vault, "kept.bin", data)
+
+
 def test_uploads_local_uses_the_service_of_a_running_local_mount(tmp_path):
     local, mountpoint = tmp_path / "local-data", tmp_path / "local-mnt"
     mountpoint.mkdir()
