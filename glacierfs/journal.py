@@ -121,6 +121,13 @@ class Journal:
         with self.db.transaction(durable=True) as conn:  # fsync(2)
             conn.execute("UPDATE uploads SET size = ? WHERE cache_key = ?", (size, cache_key))
 
+    def cut(self, cache_key: str, size: int) -> None:
+        """A truncate below the size the last fsync recorded: recovery takes that size, and
+        would grow the file back with zeros."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE uploads SET size = ? WHERE cache_key = ? AND size > ?",
+                         (size, cache_key, size))
+
     def closing(self, cache_key: str, size: int, tree_hash: str, single: bool,
                 sealed: list[tuple[int, int, str]] = ()) -> None:
         """close() began: the final size and tree hash, with the parts sealed by the close

@@ -385,6 +385,9 @@ class FileUpload:
                     part.content = None  # the running content hash no longer matches
                     for chunk in part.chunks.values():
                         chunk.in_order = False
+                if length < self.synced_size:
+                    self.journal.cut(self.cache_key, length)
+                    self.synced_size = length
             self.size = length
             self.modified_ns = time.time_ns()
 

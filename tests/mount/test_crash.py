@@ -130,6 +130,40 @@ def test_kill9_while_a_file_is_open_recovers_what_was_written(mount, tmp_path):
     assert journal(m.cache_dir).uploads == []
 
 
+CUTTER = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, open(sys.argv[2], "rb").read())
+os.fsync(fd)
+os.ftruncate(fd, int(sys.argv[3]))  # shorter than what fsync recorded
+print("cut", flush=True)
+sys.stdin.read()  # keep the file open until killed
+"""
+
+
+def test_kill9_after_a_file_was_cut_below_its_fsynced_size(mount, tmp_path):
+    # Recovery takes the size fsync journaled unless the file is longer: a truncate after the
+    # fsync must lower it, or the file comes back at the old size, its end turned to zeros.
+    m = mount()
+    data = pattern(PART + PART // 2, 13)
+    (tmp_path / "data").write_bytes(data)
+    cut = PART + PART // 4  # inside the last part, still being written
+    writer = subprocess.Popen([sys.executable, "-c", CUTTER, m.path / "cut.bin",
+                               tmp_path / "data", str(cut)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "cut"
+        kill9(m)
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+
+    again = mount(cache_dir=m.cache_dir)
+    assert (again.path / "cut.bin").read_bytes() == data[:cut]
+    assert again.umount().returncode == 0
+    assert_archive(m.glacier, m.vault, "cut.bin", data[:cut])
+
+
 @pytest.mark.parametrize("kind", ["hang", "hang-after"])
 def test_kill9_while_deleting_the_replaced_archive(mount, tmp_path, kind):
     m = mount()
