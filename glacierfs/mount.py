@@ -30,7 +30,7 @@ from .errors import UserError
 from .fs import GlacierFS
 from .recovery import find_orphans, recover
 from .upload import UploadPool
-from .vault import Vault
+from .vault import MOUNT_PATIENCE, Vault
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def _open(options: MountOptions, state: dict) -> tuple[GlacierFS, list[str]]:
         log.info("local vault service at %s (data in %s)", state["server"].endpoint_url,
                  options.local_dir)
     else:
-        vault = Vault(options.vault, pool_size=threads + 4)
+        vault = Vault(options.vault, pool_size=threads + 4, patience=MOUNT_PATIENCE)
     cache = PartCache(options.cache.directory, options.cache.size)
     catalog = Catalog(options.cache.directory / "catalog.sqlite3", os.getuid(), os.getgid())
     state["closers"] = [cache.close, catalog.close]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -22,6 +24,12 @@ log = logging.getLogger(__name__)
 
 
 SEND_BLOCK = 4 << 20
+
+# How long the mount's uploads wait for an endpoint they cannot connect to at all (a network
+# down, a restarting router), beyond botocore's own retries (some seconds). Such a request
+# never left, so any operation can be sent again without doubling anything; meanwhile writes
+# wait for room and close(2) waits, as on an NFS hard mount. After that, the file fails (EIO).
+MOUNT_PATIENCE = 300.0
 
 
 class PartBody(io.FileIO):
@@ -48,8 +56,11 @@ def _use_our_content_sha256(params, **_) -> None:
 
 class Vault:
     def __init__(self, config: VaultConfig, pool_size: int = 10, client=None,
-                 attempts: int = 8) -> None:
+                 attempts: int = 8, patience: float = 0.0) -> None:
         self.name = config.vault
+        self.patience = patience  # seconds uploads wait for an unreachable endpoint
+        self._outage_lock = threading.Lock()
+        self._outage = False  # an upload is waiting for the endpoint (to log once per outage)
         if client is None:
             session = boto3.session.Session(profile_name=config.profile)
             client = session.client(
@@ -99,9 +110,9 @@ class Vault:
     # ---- multipart ------------------------------------------------------------------------
 
     def initiate(self, part_size: int, description: str) -> str:
-        reply = self.client.initiate_multipart_upload(
+        reply = self._patient(lambda: self.client.initiate_multipart_upload(
             vaultName=self.name, partSize=str(part_size), archiveDescription=description
-        )
+        ))
         return reply["uploadId"]
 
     def upload_part(self, upload_id: str, first: int, size: int, body: PartBody,
@@ -116,20 +127,55 @@ class Vault:
     def upload_part_file(self, upload_id: str, first: int, path, size: int, sha256: str,
                          tree_hash: str) -> str:
         """upload_part of a part file whose hashes are known."""
-        with PartBody(path, "rb") as body:
-            body.content_sha256 = sha256
-            return self.upload_part(upload_id, first, size, body, tree_hash)
+        def send() -> str:
+            with PartBody(path, "rb") as body:
+                body.content_sha256 = sha256
+                return self.upload_part(upload_id, first, size, body, tree_hash)
+        return self._patient(send)
 
     def upload_archive_file(self, path, sha256: str, tree_hash: str, description: str) -> str:
-        with PartBody(path, "rb") as body:
-            body.content_sha256 = sha256
-            return self.upload_archive(body, description, tree_hash)
+        def send() -> str:
+            with PartBody(path, "rb") as body:
+                body.content_sha256 = sha256
+                return self.upload_archive(body, description, tree_hash)
+        return self._patient(send)
 
     def complete(self, upload_id: str, size: int, tree_hash: str) -> str:
-        reply = self.client.complete_multipart_upload(
+        reply = self._patient(lambda: self.client.complete_multipart_upload(
             vaultName=self.name, uploadId=upload_id, archiveSize=str(size), checksum=tree_hash
-        )
+        ))
         return reply["archiveId"]
+
+    def _patient(self, send):
+        """send(), again and again while the endpoint cannot be connected to, for up to
+        `patience` seconds (waits of 1, 2, 4 ... 30 s)."""
+        deadline = None
+        delay = 1.0
+        while True:
+            try:
+                reply = send()
+            except Exception as error:
+                if not is_unreachable(error):
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.patience
+                if now + delay > deadline:
+                    raise
+                with self._outage_lock:
+                    first, self._outage = not self._outage, True
+                if first:
+                    log.warning("cannot connect to the vault's endpoint (%s); uploads wait for "
+                                "it, each for up to %d s", error, self.patience)
+                time.sleep(delay)
+                delay = min(2 * delay, 30.0)
+                continue
+            if deadline is not None:
+                with self._outage_lock:
+                    back, self._outage = self._outage, False
+                if back:
+                    log.warning("the vault's endpoint answers again; uploads go on")
+            return reply
 
     def abort(self, upload_id: str) -> None:
         self.client.abort_multipart_upload(vaultName=self.name, uploadId=upload_id)

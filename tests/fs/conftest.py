@@ -141,14 +141,15 @@ def make_fs(tmp_path: Path):
     rigs: list[Rig] = []
 
     def make(cache_parts: int = 64, faults: str = "", latency_ms: float = 0.0,
-             retries: bool = False, upload_threads: int = 2, async_close: bool = False) -> Rig:
+             retries: bool = False, upload_threads: int = 2, async_close: bool = False,
+             patience: float = 0.0) -> Rig:
         root = tmp_path / f"rig{len(rigs)}"
         server = LocalVaultServer(ServerConfig(data_dir=root / "srv", faults=faults,
                                                latency_ms=latency_ms)).start()
         try:
             client = boto3.client("glacier", config=RETRIES if retries else NO_RETRIES,
                                   **server.client_kwargs())
-            vault = Vault(VaultConfig(VAULT), client=client)
+            vault = Vault(VaultConfig(VAULT), client=client, patience=patience)
             vault.check(create=True)
             config = CacheConfig(directory=root / "cache", size=cache_parts * PART,
                                  part_size=PART, upload_threads=upload_threads,

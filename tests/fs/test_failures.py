@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 
 import pytest
 
@@ -140,3 +141,20 @@ def test_transient_faults_are_retried(make_fs):
         "UploadMultipartPart:500": 1, "UploadMultipartPart:drop": 1,
         "CompleteMultipartUpload:503": 1}
     assert rig.uploads_in_progress() == []
+
+
+def test_an_unreachable_endpoint_is_waited_for_then_fails_the_file(make_fs, caplog):
+    # Nothing listens on the port: no request ever left, so the upload may be sent again and
+    # waits (`patience` seconds; the mount waits minutes). Then the file fails as usual.
+    rig = make_fs(patience=2.0)
+    rig.server.stop()
+    fh = rig.fs.create(b"/f", 0o644, 0, 0, pid=OPENER)
+    rig.fs.write(fh, b"data", 0)
+    with caplog.at_level(logging.WARNING, logger="glacierfs.vault"):
+        with pytest.raises(FsError) as on_close:
+            rig.fs.flush(fh, pid=OPENER)
+    assert on_close.value.errno == errno.EIO
+    rig.fs.release(fh)
+    [wait] = [r.getMessage() for r in caplog.records if "vault's endpoint" in r.getMessage()]
+    assert wait.startswith("cannot connect to the vault's endpoint") and "up to 2 s" in wait
+    assert b"f" not in rig.fs.readdir(b"/")

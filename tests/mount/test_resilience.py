@@ -48,6 +48,25 @@ class TestServerKilledAndRestarted:
     def test_during_a_part_upload(self, mount, serve, serve_process, tmp_path):
         server_killed_during_a_part_upload(mount, serve, serve_process, tmp_path)
 
+    def test_down_for_longer_than_botocore_retries(self, mount, serve, serve_process,
+                                                   tmp_path):
+        # Nothing listens on the port until after botocore gave up (the daemon says it is
+        # waiting): the uploads wait for the endpoint, and cp succeeds once it is back.
+        m = mount()
+        data = pattern(2 * PART + 5, 21)
+        (tmp_path / "data").write_bytes(data)
+        serve.kill9()
+        cp = background("cp", tmp_path / "data", m.path / "late.bin")
+        wait_for(lambda: "cannot connect to the vault's endpoint" in m.log(),
+                 "the daemon to wait for the endpoint", timeout=120)
+        assert cp.poll() is None
+        restart_on_same_port(serve_process, serve)
+        _, err = cp.communicate(timeout=300)
+        assert cp.returncode == 0, err
+        assert "the vault's endpoint answers again; uploads go on" in m.log()
+        assert_archive(m.glacier, m.vault, "late.bin", data)
+        assert open_uploads(m.glacier, m.vault) == []
+
 
 def server_killed_during_a_part_upload(mount, serve, serve_process, tmp_path):
     m = mount()
