@@ -48,6 +48,9 @@ BACKGROUND_CLOSES_PER_THREAD = 8
 RETRY_FIRST_DELAY = 5.0  # seconds before a failed background upload is tried again
 RETRY_MAX_DELAY = 600.0
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
+# An open for writing waits this long for another writer's release (the kernel sends it after
+# close(2) returns) before it gives EBUSY.
+RELEASE_WAIT = 2.0
 
 
 @dataclass
@@ -74,6 +77,7 @@ class GlacierFS:
         self._writers: dict[int, FileUpload] = {}  # ino -> its open writer
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
+        self._writer_gone = threading.Condition(self._lock)  # a writer left _writers
         # --async-close: ino -> the closer thread's work on that file's upload.
         self._background: dict[int, Future] = {}
         self._closers = (ThreadPoolExecutor(config.upload_threads, "closer")
@@ -261,8 +265,9 @@ class GlacierFS:
             raise FsError(errno.EISDIR, f"{path!r} is a directory")
         if flags & WRITE_FLAGS:
             self._wait_for_background_close(node.ino, path)
-            if node.ino in self._writers:
+            if not self._wait_for_release(node.ino):
                 raise FsError(errno.EBUSY, f"{path!r} is already open for writing")
+            node = self.catalog.resolve(path)  # that release may have recorded a content
             if node.state == "stored" and node.size > 0 and not flags & os.O_TRUNC:
                 raise FsError(errno.EPERM, f"{path!r}: archives are immutable; open with "
                               "O_TRUNC to replace the content")
@@ -287,6 +292,13 @@ class GlacierFS:
                 self._writers.pop(ino, None)
             raise
         return self._new_handle(Handle(ino, path, pid, writer=writer))
+
+    def _wait_for_release(self, ino: int) -> bool:
+        """Whether `ino` has no writer, waiting up to RELEASE_WAIT seconds for it to go.
+        The kernel sends release after close(2) has returned, so `touch f; echo x > f` or
+        mktemp then a write would otherwise find the first writer still there."""
+        with self._writer_gone:
+            return self._writer_gone.wait_for(lambda: ino not in self._writers, RELEASE_WAIT)
 
     def _mtime_of(self, ino: int) -> float:
         writer = self._writers.get(ino)
@@ -429,6 +441,7 @@ class GlacierFS:
     def _drop_writer(self, ino: int) -> None:
         with self._lock:
             self._writers.pop(ino, None)
+            self._writer_gone.notify_all()
 
     # ---- closing in the background (--async-close) ----------------------------------------
 

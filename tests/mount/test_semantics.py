@@ -96,6 +96,24 @@ def test_touch_and_empty_files_live_in_the_catalog_only(mount):
     assert inventory(m.glacier, m.vault) == []
 
 
+def test_a_file_created_empty_can_be_written_at_once(mount):
+    # touch, mktemp or `: >` and then a write: the kernel releases the first open only after
+    # close(2) has returned, so the second open may come while the first writer is still
+    # there. It waits for that release instead of failing with EBUSY.
+    m = mount()
+    script = 'for i in $(seq 10); do echo a > "$1$i"; : > "$1$i"; echo b > "$1$i"; done'
+    result = subprocess.run(["bash", "-c", script, "bash", str(m.path / "f")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for i in range(1, 11):
+        assert (m.path / f"f{i}").read_bytes() == b"b\n"
+    made = subprocess.run(["bash", "-c", 't=$(mktemp -p "$1") && echo data > "$t" && cat "$t"',
+                           "bash", str(m.path)], capture_output=True, text=True)
+    assert (made.returncode, made.stdout) == (0, "data\n"), made.stderr
+    assert sorted(archives_by_path(m.glacier, m.vault)) == sorted(
+        [f"f{i}" for i in range(1, 11)] + [p.name for p in m.path.glob("tmp.*")])
+
+
 def test_stored_file_is_immutable_unless_truncated(mount, tmp_path):
     m = mount()
     old = pattern(40_000, 1)
