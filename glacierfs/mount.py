@@ -30,7 +30,7 @@ from .errors import UserError
 from .fs import GlacierFS
 from .recovery import find_orphans, recover
 from .upload import UploadPool
-from .vault import MOUNT_PATIENCE, Vault
+from .vault import MOUNT_PATIENCE, Vault, retry_settings
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +136,16 @@ def check(options: MountOptions) -> None:
     _CacheLock(options.cache.directory).release()
     if options.local_dir is not None:
         with _local_server(options.local_dir) as server:
-            Vault(options.vault, client=_local_client(server), attempts=2).check(create=True)
+            Vault(options.vault, client=_local_client(server), retries=1).check(create=True)
     else:
-        Vault(options.vault, attempts=2).check(create=options.vault.create_vault)
+        Vault(options.vault, retries=1).check(create=options.vault.create_vault)
 
 
 def _local_client(server):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("glacier", config=Config(retries={"max_attempts": 8, "mode": "standard"},
+    return boto3.client("glacier", config=Config(retries=retry_settings(),
                                                  max_pool_connections=32),
                         **server.client_kwargs())
 

@@ -28,7 +28,7 @@ from .archive_names import described_path
 from .config import VaultConfig
 from .config import format_size as human
 from .errors import UserError
-from .vault import Vault, is_not_found, user_errors
+from .vault import Vault, is_not_found, retry_settings, user_errors
 
 CATALOG_FILE = "catalog.sqlite3"  # in the cache dir, where mount.py keeps the catalog
 
@@ -71,7 +71,7 @@ def open_vault(config: VaultConfig, local_dir: Path | None,
     services on one directory would sweep each other's files)."""
     if local_dir is None:
         with user_errors(config.vault):
-            vault = Vault(config, attempts=2)
+            vault = Vault(config, retries=1)
         vault.check(create=False, missing=missing)
         yield vault
         return
@@ -111,9 +111,7 @@ def _local_vault(config: VaultConfig, client_kwargs: dict, missing: str) -> Vaul
     import boto3
     from botocore.config import Config
 
-    client = boto3.client("glacier", config=Config(retries={"max_attempts": 2,
-                                                            "mode": "standard"}),
-                          **client_kwargs)
+    client = boto3.client("glacier", config=Config(retries=retry_settings(1)), **client_kwargs)
     vault = Vault(config, client=client)
     vault.check(create=False, missing=missing)
     return vault

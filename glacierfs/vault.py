@@ -31,6 +31,17 @@ SEND_BLOCK = 4 << 20
 # wait for room and close(2) waits, as on an NFS hard mount. After that, the file fails (EIO).
 MOUNT_PATIENCE = 300.0
 
+RETRIES = 4  # botocore's retries after a request's first try (waits of 0-1, 0-2 ... 0-8 s)
+
+
+def retry_settings(retries: int = RETRIES) -> dict:
+    """botocore's retry settings for every client of ours. Its legacy mode retries 500, 502,
+    503, 504, throttling, Glacier's 408 and dropped connections, with exponential backoff and
+    jitter. Not its standard mode: that one also keeps a client-wide retry quota, which a few
+    requests failing for good (a 4 s outage) used up, and from then on a single 500 failed a
+    file without a retry."""
+    return {"max_attempts": retries, "mode": "legacy"}
+
 
 class PartBody(io.FileIO):
     """A part file opened for upload, carrying its SHA-256 for the x-amz-content-sha256 header.
@@ -56,7 +67,7 @@ def _use_our_content_sha256(params, **_) -> None:
 
 class Vault:
     def __init__(self, config: VaultConfig, pool_size: int = 10, client=None,
-                 attempts: int = 8, patience: float = 0.0) -> None:
+                 retries: int = RETRIES, patience: float = 0.0) -> None:
         self.name = config.vault
         self.patience = patience  # seconds uploads wait for an unreachable endpoint
         self._outage_lock = threading.Lock()
@@ -68,9 +79,7 @@ class Vault:
                 endpoint_url=config.endpoint_url,
                 region_name=config.region,
                 config=Config(
-                    # botocore's standard mode: capped exponential backoff with jitter over
-                    # 500/502/503/504, throttling and connection errors.
-                    retries={"max_attempts": attempts, "mode": "standard"},
+                    retries=retry_settings(retries),
                     max_pool_connections=pool_size,
                     connect_timeout=10,
                     read_timeout=120,

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
+import botocore.exceptions
 import pytest
 
+from glacierfs.config import VaultConfig
 from glacierfs.errors import FsError
+from glacierfs.vault import Vault
 
-from .conftest import BLOCK, KiB, OPENER, PART, payload, wait_for
+from .conftest import BLOCK, VAULT, KiB, OPENER, PART, payload, wait_for
 
 
 def test_failed_part_upload_is_sticky_and_leaves_nothing_behind(make_fs):
@@ -158,3 +163,35 @@ def test_an_unreachable_endpoint_is_waited_for_then_fails_the_file(make_fs, capl
     [wait] = [r.getMessage() for r in caplog.records if "vault's endpoint" in r.getMessage()]
     assert wait.startswith("cannot connect to the vault's endpoint") and "up to 2 s" in wait
     assert b"f" not in rig.fs.readdir(b"/")
+
+
+def test_requests_failing_for_good_leave_later_requests_their_retries(make_fs, monkeypatch,
+                                                                     tmp_path):
+    # The mount's own client settings (not the rig's). botocore's standard retry mode keeps a
+    # client-wide quota: some requests failing for good used it up, and then one 500 failed
+    # the next file outright. Ours must still retry it.
+    rig = make_fs()
+    reach = rig.server.client_kwargs()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", reach["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", reach["aws_secret_access_key"])
+    vault = Vault(VaultConfig(VAULT, endpoint_url=reach["endpoint_url"],
+                              region=reach["region_name"]), pool_size=16)
+    body = tmp_path / "body"
+    body.write_bytes(b"x")
+    sha256 = hashlib.sha256(b"x").hexdigest()  # one byte: its tree hash too
+
+    def upload() -> str:
+        return vault.upload_archive_file(body, sha256, sha256, '{"path": "x"}')
+
+    rig.server.set_faults("UploadArchive:500:#1+")
+    with ThreadPoolExecutor(16) as pool:  # 16 × 4 retries: over the quota of that mode
+        failures = [pool.submit(upload) for _ in range(16)]
+    for failure in failures:
+        with pytest.raises(botocore.exceptions.ClientError):
+            failure.result()
+    sent = rig.server.stats()["requests"]["UploadArchive"]
+    assert sent > 16  # each was retried
+    rig.server.set_faults("UploadArchive:500:#1")  # the next request fails, once
+    archive_id = upload()
+    assert rig.server.stats()["requests"]["UploadArchive"] == sent + 2
+    assert [a["ArchiveId"] for a in rig.inventory()] == [archive_id]
