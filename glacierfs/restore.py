@@ -209,14 +209,6 @@ class Restores:
                 self._memo[(node.ino, name)] = (now, value)
         return value
 
-    def listxattr(self, node: Inode) -> list[str]:
-        """The names that have a value now (so `getfattr -d` and `rsync -X` never read one
-        that has none)."""
-        if not stat.S_ISREG(node.mode):
-            return []
-        row = self.row(node.ino)
-        return [STATE, RESTORE] if row is not None and self.active(row, node) else [STATE]
-
     def setxattr(self, node: Inode, path: bytes, name: str, value: bytes,
                  uploading: bool) -> None:
         if name != RESTORE:

@@ -105,6 +105,28 @@ def test_rsync_twice_then_remount_preserves_everything(mount, tmp_path, close):
     assert rsync(source, again.path) == []
 
 
+def test_rsync_with_xattrs_settles_and_copies_no_glacier_attributes_out(mount, tmp_path):
+    # The mount keeps no attributes of its own, and lists none of its answers (user.glacier.*):
+    # the second `rsync -aX` in finds nothing to do, and a copy out carries none of them.
+    source = make_tree(tmp_path / "source")
+    m = mount()
+    runs = []
+    for _ in range(2):
+        result = subprocess.run(["rsync", "-aX", "--itemize-changes", f"{source}/",
+                                 f"{m.path}/"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        runs.append([line for line in result.stdout.splitlines() if line.strip()])
+    assert any(line.endswith(" bin.dat") for line in runs[0])
+    assert runs[1] == []
+    assert os.getxattr(m.path / "bin.dat", "user.glacier.state") == b"cached"
+    out = tmp_path / "out"
+    subprocess.run(["rsync", "-aX", f"{m.path}/", f"{out}/"], check=True, timeout=300)
+    subprocess.run(["cp", "-a", m.path / "bin.dat", out / "copied.dat"], check=True)
+    for path in (out / "bin.dat", out / "copied.dat"):
+        assert os.listxattr(path) == []
+    assert (out / "bin.dat").read_bytes() == (source / "bin.dat").read_bytes()
+
+
 def test_mv_is_a_catalog_change_only(mount, tmp_path):
     m = mount()
     (m.path / "album").mkdir()
