@@ -6,6 +6,7 @@ our UserError alike. A traceback means a bug.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import signal
 import sys
@@ -38,6 +39,19 @@ def _setup_logging(level: str) -> None:
     _quiet_libraries()
 
 
+class PathArg(click.Path):
+    """click.Path that refuses an empty string, which would mean the current directory: an
+    unset variable in a script (`--data-dir "$DIR"`) must not aim a command at it."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="glacierfs")
 def cli() -> None:
@@ -45,7 +59,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--data-dir", required=True, type=PathArg(file_okay=False),
               help="Where vaults, archives and uploads are stored (created if missing).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Loopback unless you say otherwise.")
@@ -104,9 +118,9 @@ def vault_options(command):
                      help="Glacier endpoint (default: the AWS one for the region)."),
         click.option("--region", help="AWS region (default: from the AWS config chain)."),
         click.option("--profile", help="AWS profile for credentials and region."),
-        click.option("--local", "local_dir", type=click.Path(file_okay=False, path_type=Path),
+        click.option("--local", "local_dir", type=PathArg(file_okay=False),
                      help="Run the local vault service in-process, storing in this directory."),
-        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+        click.option("--cache-dir", type=PathArg(file_okay=False),
                      help="Part cache and catalog [default: ~/.cache/glacierfs/VAULT, or "
                           "LOCAL/mount-cache/VAULT with --local]."),
     ]):
@@ -121,7 +135,7 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
 
 @cli.command()
 @click.argument("vault")
-@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.argument("mountpoint", type=PathArg())
 @vault_options
 @click.option("--create-vault", is_flag=True, help="Create the vault if it does not exist.")
 @click.option("--cache-size", default="2GiB", show_default=True,
@@ -144,7 +158,7 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
                    "(Expedited, Standard, Bulk); the read still fails (ENODATA) until it is.")
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
-@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--log-file", type=PathArg(dir_okay=False),
               help="Log here [default: CACHE_DIR/glacierfs.log, or stderr with --foreground].")
 @click.option("-o", "fuse_options", multiple=True,
               help="FUSE mount options, comma-separated (e.g. allow_other).")
@@ -190,7 +204,7 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
 
 
 @cli.command()
-@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.argument("mountpoint", type=PathArg())
 def umount(mountpoint: Path) -> None:
     """Unmount, then wait for pending uploads (with progress bars while any are pending)."""
     from .mount import umount as do_umount
@@ -229,7 +243,7 @@ def uploads(vault: str, endpoint_url, region, profile, local_dir, cache_dir, abo
 
 
 @cli.command()
-@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.argument("mountpoint", type=PathArg())
 @click.option("--watch", is_flag=True,
               help="Refresh every second until no upload is pending.")
 def status(mountpoint: Path, watch: bool) -> None:
@@ -288,7 +302,7 @@ def inventory(vault: str, endpoint_url, region, profile, local_dir, cache_dir,
 
 @cli.command()
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True,
-                type=click.Path(path_type=Path))
+                type=PathArg())
 @click.option("--tier", type=click.Choice(TIERS, case_sensitive=False),
               default="Standard", show_default=True,
               help="Retrieval tier: Expedited (minutes), Standard (hours), Bulk (cheapest).")
@@ -340,11 +354,25 @@ def fstab_args(argv: list[str]) -> list[str]:
     return args
 
 
+def _fstab_form(argv: list[str]) -> list[str]:
+    """The `mount ...` arguments of the mount.fuse calling form; UserError for a mistyped
+    command (`glacierfs stauts ...` must not mount a vault named stauts) or for options that
+    form does not take."""
+    similar = difflib.get_close_matches(argv[0], list(cli.commands), n=1, cutoff=0.75)
+    if similar:
+        raise UserError(f"no such command '{argv[0]}' (did you mean '{similar[0]}'?)")
+    dashed = [a for a in argv if a.startswith("-") and not a.startswith("-o")]
+    if dashed:
+        raise UserError(f"no such command '{argv[0]}'; the fstab form `glacierfs VAULT "
+                        f"MOUNTPOINT -o OPTIONS` takes no {dashed[0]} (see `glacierfs mount`)")
+    return fstab_args(argv)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-") and argv[0] not in cli.commands:
-        argv = fstab_args(argv)
     try:
+        if argv and not argv[0].startswith("-") and argv[0] not in cli.commands:
+            argv = _fstab_form(argv)
         code = cli.main(args=argv, prog_name="glacierfs", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("glacierfs: aborted", err=True)
@@ -355,4 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as error:
         click.echo(f"glacierfs: {error}", err=True)
         sys.exit(error.exit_code)
+    except OSError as error:  # a path that cannot be made or written (a read-only disk, ...)
+        where = f": {error.filename}" if error.filename else ""
+        click.echo(f"glacierfs: {error.strerror or error}{where}", err=True)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -133,6 +133,12 @@ def _local_server(local_dir: Path):
 def check(options: MountOptions) -> None:
     """Everything that can be refused, refused before mounting."""
     _check_mountpoint(options.mountpoint)
+    point = Path(os.path.realpath(options.mountpoint))
+    for what, path in (("cache dir", options.cache.directory), ("--local dir", options.local_dir)):
+        # The daemon would open its own files through its own mount, and wait on itself.
+        if path is not None and point in [resolved := Path(os.path.realpath(path)),
+                                          *resolved.parents]:
+            raise UserError(f"the {what} {path} is inside the mount point {options.mountpoint}")
     _CacheLock(options.cache.directory).release()
     if options.local_dir is not None:
         with _local_server(options.local_dir) as server:
@@ -174,8 +180,12 @@ def run(options: MountOptions) -> None:
             code = 1
         os._exit(code)
     os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        message = pipe.read().decode(errors="replace")
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            message = pipe.read().decode(errors="replace")
+    except KeyboardInterrupt:  # Ctrl-C while the daemon starts: it must not mount after all
+        _stop_daemon(pid, options.mountpoint)
+        raise
     if message.startswith("OK"):
         for notice in message.splitlines()[1:]:
             sys.stderr.write(f"glacierfs: {notice}\n")
@@ -185,6 +195,22 @@ def run(options: MountOptions) -> None:
     _, status = os.waitpid(pid, 0)
     raise UserError(f"the mount process exited ({os.waitstatus_to_exitcode(status)}) before "
                     "the mount was live; see its log", exit_code=1)
+
+
+def _stop_daemon(pid: int, mountpoint: Path, grace: float = 10.0) -> None:
+    """Stop our daemon child (in its own session, so Ctrl-C did not reach it): SIGTERM, which
+    unmounts if it got that far; after `grace` seconds, a lazy unmount and SIGKILL."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            force_unmount(mountpoint, pid)
+            return
+        time.sleep(0.1)
+    force_unmount(mountpoint, None)  # exited (reaped): its pid may be another's already
 
 
 def _detach_stdio() -> None:
@@ -336,8 +362,11 @@ def _snapshots(fs: GlacierFS, options: MountOptions):
 def umount(mountpoint: Path, timeout: float | None = None, progress=None) -> None:
     """Unmount, then wait for the daemon to finish its uploads and exit, calling progress()
     (if given) every tenth of a second meanwhile."""
-    if not is_mounted(mountpoint):
+    kind = mount_type(mountpoint)
+    if kind is None:
         raise UserError(f"{mountpoint} is not mounted")
+    if kind != "fuse.glacierfs":  # never another file system: `glacierfs umount /` would try
+        raise UserError(f"{mountpoint} is not a glacierfs mount (it is a {kind} mount)")
     pid_path = pid_file(mountpoint)
     pid = int(pid_path.read_text()) if pid_path.exists() else None
     command = ["umount", str(mountpoint)] if os.geteuid() == 0 else [

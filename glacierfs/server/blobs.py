@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -44,17 +45,26 @@ class Ingested:
     tree_hash: str
 
 
+_TEMP_NAME = re.compile(r"[0-9a-f]{32}")
+
+
 class BlobStore:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "blobs"
         self.tmp = data_dir / "tmp"
         self.root.mkdir(parents=True, exist_ok=True)
-        # Anything left in tmp/ was never acknowledged to a client.
-        shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        # What we left in tmp/ was never acknowledged to a client. Only our own names go: a
+        # data dir given by mistake may hold someone's tmp/ with files of theirs.
+        for leftover in self.tmp.iterdir():
+            if _TEMP_NAME.fullmatch(leftover.name):
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
 
     def _temp_path(self) -> Path:
-        return self.tmp / secrets.token_hex(16)
+        return self.tmp / secrets.token_hex(16)  # matches _TEMP_NAME
 
     def path(self, name: str) -> Path:
         return self.root / name[:2] / name

@@ -6,13 +6,15 @@ from __future__ import annotations
 import configparser
 import ctypes.util
 import os
+import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
 from glacierfs.mount import is_mounted, pid_file
-from tests.mount.conftest import aws_env, force_unmount, run_glacierfs
+from tests.mount.conftest import GLACIERFS, aws_env, force_unmount, run_glacierfs
 from tests.mount.mount_helpers import PART, fuse_mounts, mount_count, pattern
 
 
@@ -117,6 +119,36 @@ def test_failure_inside_init_unmounts_and_is_reported(attempt, tmp_path):
     assert_refused(attempt("--create-vault"), "not a database")
 
 
+def test_a_cache_or_local_dir_inside_the_mount_point_is_refused(attempt, tmp_path):
+    # The daemon would open its own files through its own mount and wait on itself forever.
+    inside = tmp_path / "mnt" / "cache"
+    assert_refused(attempt("--create-vault", "--cache-dir", str(inside)),
+                   "cache dir", "inside the mount point")
+    assert_refused(attempt("--local", str(tmp_path / "mnt")), "--local dir",
+                   "inside the mount point")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["mount", "photos", ""], ["MOUNTPOINT", "an empty path"]),
+    (["serve", "--data-dir", ""], ["--data-dir", "an empty path"]),
+    (["stauts", "/mnt/x"], ["no such command 'stauts'", "did you mean 'status'"]),
+    (["photos", "/mnt/x", "--local", "/tmp/x"], ["no such command 'photos'", "--local"]),
+])
+def test_mistakes_in_the_command_line_are_refused_before_anything_runs(argv, words, tmp_path):
+    result = subprocess.run([*GLACIERFS, *argv], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path)
+    assert_refused(result, *words)
+    assert list(tmp_path.iterdir()) == []  # an empty path is not the current directory
+
+
+def test_a_path_that_cannot_be_written_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run_glacierfs("serve", "--data-dir", str(blocker / "data"))
+    assert_refused(result, str(blocker))
+    assert blocker.read_text() == "x"
+
+
 def test_mountpoint_already_mounted(mount, serve, tmp_path):
     m = mount()
     (m.path / "kept").write_bytes(b"still here")
@@ -145,6 +177,19 @@ def test_umount_of_a_path_not_mounted(tmp_path, serve):
     path.mkdir()
     result = run_glacierfs("umount", str(path), env=aws_env(serve.data_dir))
     assert_refused(result, "not mounted")
+
+
+def test_umount_leaves_other_file_systems_alone(tmp_path, serve):
+    path = tmp_path / "other"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(path)], check=True)
+    try:
+        (path / "kept").write_text("mine")
+        result = run_glacierfs("umount", str(path), env=aws_env(serve.data_dir))
+        assert_refused(result, "is not a glacierfs mount (it is a tmpfs mount)")
+        assert (path / "kept").read_text() == "mine"
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
 
 
 def test_local_mount_keeps_its_catalog(tmp_path):
@@ -192,3 +237,33 @@ def test_local_mount_keeps_its_catalog(tmp_path):
     assert (cache / "catalog.sqlite3").exists()
     mounted_session(second)
     assert not is_mounted(mountpoint)
+
+
+def test_ctrl_c_while_the_mount_starts_leaves_nothing_mounted(tmp_path, serve_process):
+    # The daemon runs in its own session, so Ctrl-C reaches only the command waiting for it:
+    # that one must stop it, or the mount would go live after "aborted".
+    slow = serve_process("--latency", "1500")  # startup takes several requests: seconds
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    command = subprocess.Popen(
+        [*GLACIERFS, "mount", "slow", str(mountpoint), "--endpoint-url", slow.endpoint_url,
+         "--create-vault", "--cache-dir", str(tmp_path / "cache")],
+        env=aws_env(slow.data_dir), stderr=subprocess.PIPE, text=True)
+    children = f"/proc/{command.pid}/task/{command.pid}/children"
+    daemon = None
+    try:
+        deadline = time.monotonic() + 60
+        while not daemon and time.monotonic() < deadline:
+            with open(children) as listed:
+                forked = listed.read().split()
+            daemon = int(forked[0]) if forked else None
+            time.sleep(0.05)
+        assert daemon, "the daemon was never forked"
+        command.send_signal(signal.SIGINT)
+        _, stderr = command.communicate(timeout=60)
+        assert command.returncode == 130 and stderr.strip() == "glacierfs: aborted", stderr
+        assert not os.path.exists(f"/proc/{daemon}")  # stopped (and reaped) before exiting
+        assert not is_mounted(mountpoint)
+    finally:
+        command.kill()
+        force_unmount(mountpoint, daemon)

@@ -302,3 +302,16 @@ def test_absurd_vault_names_stay_inside_data_dir(serve_process, tmp_path):
     assert {".", ".."} <= set(names)
     for name in names:
         assert "/" not in name
+
+
+def test_start_clears_only_its_own_leftovers_in_tmp(serve_process, tmp_path):
+    # A data dir given by mistake (an existing directory with a tmp/ of its own) keeps the
+    # files there; a leftover of ours (a 32-hex name: a body never acknowledged) goes.
+    data_dir = tmp_path / "data"
+    (data_dir / "tmp").mkdir(parents=True)
+    (data_dir / "tmp" / "important.txt").write_text("precious")
+    (data_dir / "tmp" / "notes").mkdir()
+    (data_dir / "tmp" / ("ab" * 16)).write_bytes(b"half a part")
+    serve_process(*QUIET, data_dir=data_dir).client(config=RETRIES_OFF).list_vaults()
+    assert sorted(p.name for p in (data_dir / "tmp").iterdir()) == ["important.txt", "notes"]
+    assert (data_dir / "tmp" / "important.txt").read_text() == "precious"
