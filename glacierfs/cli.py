@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import signal
 import sys
 import threading
@@ -52,6 +53,23 @@ class PathArg(click.Path):
         return super().convert(value, param, ctx)
 
 
+class Finite(click.FloatRange):
+    """A number in [min, max], never nan (which passes any range check) or inf: sleeps and
+    timers would fail on them, in a thread, long after the command was accepted."""
+
+    def __init__(self, min: float, max: float) -> None:  # noqa: A002 - click's names
+        super().__init__(min=min, max=max)
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
+DAY = 86_400.0
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="glacierfs")
 def cli() -> None:
@@ -73,11 +91,12 @@ def cli() -> None:
                    "Default: a random pair stored in DATA_DIR/credentials.")
 @click.option("--secret-key", envvar="GLACIERFS_SECRET_KEY",
               help="Secret access key [env GLACIERFS_SECRET_KEY].")
-@click.option("--job-delay", default=0.0, show_default=True, type=float,
+@click.option("--job-delay", default=0.0, show_default=True, type=Finite(0, 1000 * DAY),
               help="Seconds a retrieval job stays InProgress.")
-@click.option("--upload-expiry", default=86400.0, show_default=True, type=float,
+@click.option("--upload-expiry", default=86400.0, show_default=True, type=Finite(1, 1000 * DAY),
               help="Seconds of inactivity after which a multipart upload disappears.")
-@click.option("--latency", "latency_ms", default=0.0, show_default=True, type=float,
+@click.option("--latency", "latency_ms", default=0.0, show_default=True,
+              type=Finite(0, 1000 * DAY),
               help="Milliseconds added to every request.")
 @click.option("--faults", default="", help="Fault injection rules, e.g. "
               "'UploadMultipartPart:500:0.1' (see README).")
@@ -151,7 +170,8 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
 @click.option("--abort-orphans", is_flag=True,
               help="Abort multipart uploads in the vault that this cache's journal does not "
                    "know (left by a lost cache or another tool); default: only report them.")
-@click.option("--restore-poll", default=DEFAULT_RESTORE_POLL, show_default=True, type=float,
+@click.option("--restore-poll", default=DEFAULT_RESTORE_POLL, show_default=True,
+              type=Finite(0.01, DAY),
               help="Seconds between two checks of the retrieval jobs of restores.")
 @click.option("--restore-on-read", metavar="TIER",
               help="Reading a file that is not cached starts its restore with this tier "
@@ -163,7 +183,7 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
 @click.option("-o", "fuse_options", multiple=True,
               help="FUSE mount options, comma-separated (e.g. allow_other).")
 @click.option("--snapshot-interval", default=DEFAULT_SNAPSHOT_MINUTES, show_default=True,
-              type=click.FloatRange(min=0), metavar="MINUTES",
+              type=Finite(0, 365 * DAY / 60), metavar="MINUTES",
               help="Upload a snapshot of the catalog this often while it changes (and always "
                    "at unmount); 0 = only at unmount. `glacierfs recover` restores it.")
 def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_vault, local_dir,
@@ -259,7 +279,7 @@ def status(mountpoint: Path, watch: bool) -> None:
 @click.option("--force", is_flag=True,
               help="Replace a catalog the cache dir already has (it is kept as a backup).")
 @click.option("--poll-interval", default=60.0, show_default=True, metavar="SECONDS",
-              type=click.FloatRange(min=0.01), help="How often to ask whether a job is done.")
+              type=Finite(0.01, DAY), help="How often to ask whether a job is done.")
 @click.option("--tier", type=click.Choice(TIERS),
               default="Standard", show_default=True,
               help="Retrieval tier for the catalog snapshot (Expedited: minutes, costs more).")
@@ -284,7 +304,7 @@ def recover(vault: str, endpoint_url, region, profile, local_dir, cache_dir, for
 @click.argument("vault")
 @vault_options
 @click.option("--poll-interval", default=60.0, show_default=True, metavar="SECONDS",
-              type=click.FloatRange(min=0.01), help="How often to ask whether the job is done.")
+              type=Finite(0.01, DAY), help="How often to ask whether the job is done.")
 def inventory(vault: str, endpoint_url, region, profile, local_dir, cache_dir,
               poll_interval) -> None:
     """Compare the catalog with a fresh inventory of VAULT.

@@ -133,6 +133,10 @@ def test_a_cache_or_local_dir_inside_the_mount_point_is_refused(attempt, tmp_pat
     (["serve", "--data-dir", ""], ["--data-dir", "an empty path"]),
     (["stauts", "/mnt/x"], ["no such command 'stauts'", "did you mean 'status'"]),
     (["photos", "/mnt/x", "--local", "/tmp/x"], ["no such command 'photos'", "--local"]),
+    (["inventory", "v", "--poll-interval", "nan"], ["--poll-interval", "not a number"]),
+    (["recover", "v", "--poll-interval", "inf"], ["--poll-interval", "range"]),
+    (["mount", "v", "/mnt/x", "--snapshot-interval", "1e300"], ["--snapshot-interval"]),
+    (["mount", "v", "/mnt/x", "--restore-poll", "-1"], ["--restore-poll"]),
 ])
 def test_mistakes_in_the_command_line_are_refused_before_anything_runs(argv, words, tmp_path):
     result = subprocess.run([*GLACIERFS, *argv], capture_output=True, text=True, timeout=60,
