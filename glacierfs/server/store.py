@@ -356,6 +356,9 @@ class Store:
 
     @staticmethod
     def _check_parts_cover(parts, part_size: int, size: int) -> None:
+        if not parts:  # an archive holds at least 1 byte, as UploadArchive enforces
+            raise InvalidParameterValue("No parts were uploaded: an archive needs at least "
+                                        "1 byte")
         expected = 0
         for index, part in enumerate(parts):
             if part["first_byte"] != expected:

@@ -418,6 +418,15 @@ def test_complete_with_missing_range_then_fixed(glacier, vault):
     assert retrieve(glacier, vault, done["archiveId"]) == data
 
 
+def test_complete_without_parts_is_rejected(glacier, vault):
+    # An archive holds at least 1 byte (§3.7), by multipart as by UploadArchive.
+    upload_id = new_upload(glacier, vault)
+    with pytest.raises(glacier.exceptions.InvalidParameterValueException) as excinfo:
+        complete(glacier, vault, upload_id, b"")
+    rejected(excinfo)
+    _assert_still_open(glacier, vault, upload_id, 0)
+
+
 def test_complete_with_missing_first_part_then_fixed(glacier, vault):
     data = pattern(2 * MiB, 5)
     upload_id = new_upload(glacier, vault)
