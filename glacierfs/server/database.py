@@ -11,7 +11,8 @@ import datetime as dt
 
 from ..sqlite import Database
 
-__all__ = ["Database", "SCHEMA", "iso_ms", "iso_seconds", "encode_marker", "decode_marker"]
+__all__ = ["Database", "SCHEMA", "iso_ms", "iso_seconds", "encode_marker", "decode_marker",
+           "decode_position"]
 
 SCHEMA = """
 -- One row per vault. Counts shown by DescribeVault are those of the last inventory, as on the
@@ -120,3 +121,12 @@ def decode_marker(kind: str, marker: str) -> str | None:
         return None
     tag, _, value = text.partition(":")
     return value if tag == kind else None
+
+
+def decode_position(kind: str, marker: str) -> int | None:
+    """The row position one of our `kind` markers names; None for anything else (tampered,
+    another list's, or past SQLite's integers, which made the query fail with a 500)."""
+    value = decode_marker(kind, marker)
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 18:
+        return None
+    return int(value)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .. import treehash
-from .database import iso_ms, iso_seconds, decode_marker, encode_marker
+from .database import decode_position, encode_marker, iso_ms, iso_seconds
 from .errors import InvalidParameterValue, MissingParameterValue, ResourceNotFound
 from .store import LIST_DEFAULTS, UPLOAD_ID_BYTES, Store, new_id
 from . import validation
@@ -151,11 +151,11 @@ class Jobs:
             sql += " AND created_at < ?"
             args.append(_parse_date(end, "EndDate"))
         if marker:
-            position = decode_marker("inventory", marker)
-            if position is None or not position.isdigit():
+            position = decode_position("inventory", marker)
+            if position is None:
                 raise InvalidParameterValue(f"Invalid inventory marker: {marker}")
             sql += " AND id >= ?"
-            args.append(int(position))
+            args.append(position)
         count = None
         if limit is not None:
             if not str(limit).isdigit() or int(limit) < 1:
@@ -287,10 +287,9 @@ class Jobs:
             raise InvalidParameterValue(f"The value for completed is not valid: {completed}")
         start = 0
         if marker:
-            position = decode_marker("job", marker)
-            if position is None or not position.isdigit():
+            start = decode_position("job", marker)
+            if start is None:
                 raise InvalidParameterValue(f"Invalid marker: {marker}")
-            start = int(position)
         rows = self.db.query(
             "SELECT * FROM jobs WHERE vault_id = ? AND id >= ? ORDER BY id",
             (vault_row["id"], start),

@@ -17,7 +17,7 @@ from typing import BinaryIO
 from .. import treehash
 from .blobs import BlobStore, Ingested
 from .config import ServerConfig
-from .database import SCHEMA, Database, decode_marker, encode_marker, iso_ms
+from .database import SCHEMA, Database, decode_position, encode_marker, iso_ms
 from .errors import (
     InvalidParameterValue,
     MissingParameterValue,
@@ -454,7 +454,7 @@ class Store:
     def _marker_position(kind: str, marker: str | None) -> int:
         if not marker:
             return 0
-        value = decode_marker(kind, marker)
-        if value is None or not value.isdigit():
+        position = decode_position(kind, marker)
+        if position is None:
             raise InvalidParameterValue(f"Invalid marker: {marker}")
-        return int(value)
+        return position

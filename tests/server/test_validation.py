@@ -6,6 +6,7 @@ leave nothing behind (no part stored, no archive, no vault, upload still open).
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -546,6 +547,20 @@ def test_bad_limit_rejected(glacier, vault, which):
 def test_made_up_marker_rejected(glacier, vault, which):
     with pytest.raises(glacier.exceptions.InvalidParameterValueException) as excinfo:
         _list_call(glacier, vault, which, marker="not-a-real-marker")
+    rejected(excinfo)
+
+
+@pytest.mark.parametrize("kind", ["upload", "part", "job"])
+@pytest.mark.parametrize("position", ["9" * 25, "²"])
+def test_tampered_marker_rejected(glacier, vault, kind, position):
+    # A marker of the right kind naming a position no row can have: past SQLite's integers,
+    # or a digit int() refuses. Both were a 500, which botocore retried.
+    marker = base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
+    with pytest.raises(glacier.exceptions.InvalidParameterValueException) as excinfo:
+        if kind == "job":
+            glacier.list_jobs(vaultName=vault, marker=marker)
+        else:
+            _list_call(glacier, vault, f"{kind}s", marker=marker)
     rejected(excinfo)
 
 
