@@ -16,12 +16,32 @@ from typing import Iterator
 
 from .. import treehash
 from .database import decode_position, encode_marker, iso_ms, iso_seconds
-from .errors import InvalidParameterValue, MissingParameterValue, ResourceNotFound
+from .errors import (InvalidParameterValue, MissingParameterValue, ResourceNotFound,
+                     SerializationError)
 from .store import LIST_DEFAULTS, UPLOAD_ID_BYTES, Store, new_id
 from . import validation
 
 TIERS = ("Expedited", "Standard", "Bulk")
 _RANGE_HEADER = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+# JobParameters members and their JSON types (the model's shapes); the rest are not read.
+_STRING_MEMBERS = ("Type", "Tier", "Description", "SNSTopic", "ArchiveId",
+                   "RetrievalByteRange", "Format")
+_INVENTORY_MEMBERS = ("StartDate", "EndDate", "Limit", "Marker")
+
+
+def _check_member_types(params: dict) -> None:
+    """A member of the wrong JSON type is the protocol's SerializationException, before any
+    rule reads it (it was a 500, which clients retry)."""
+    filters = params.get("InventoryRetrievalParameters")
+    if filters is not None and not isinstance(filters, dict):
+        raise SerializationError("InventoryRetrievalParameters must be a JSON object")
+    members = [(name, params) for name in _STRING_MEMBERS]
+    members += [(name, filters) for name in _INVENTORY_MEMBERS if filters]
+    for name, where in members:
+        if where.get(name) is not None and not isinstance(where[name], str):
+            raise SerializationError(f"{name} must be a string")
 
 
 @dataclass
@@ -57,6 +77,7 @@ class Jobs:
             raise InvalidParameterValue("Job parameters must be a JSON object")
         if "jobParameters" in params and isinstance(params["jobParameters"], dict):
             params = params["jobParameters"]  # the DG syntax block's wrapper (§9.5)
+        _check_member_types(params)
         kind = params.get("Type")
         if kind is None:
             raise MissingParameterValue("Required parameter Type is missing")

@@ -843,3 +843,22 @@ def test_complete_does_not_copy_the_parts(server, glacier, vault):
     assert output(glacier, vault, job_id)[1] == data
     resp, body = output(glacier, vault, job_id, f"bytes={MiB - 3}-{3 * MiB + 1}")
     assert body == data[MiB - 3:3 * MiB + 2]
+
+
+@pytest.mark.parametrize("params", [
+    {"Type": "inventory-retrieval", "Description": 5},
+    {"Type": "archive-retrieval", "ArchiveId": ["a"]},
+    {"Type": "inventory-retrieval", "InventoryRetrievalParameters": {"StartDate": 5}},
+    {"Type": "inventory-retrieval", "InventoryRetrievalParameters": {"Marker": 5}},
+])
+def test_a_member_of_the_wrong_json_type_is_a_serialization_error(server, vault, params):
+    # boto3 checks types itself; a client that does not must get a 400, not a retried 500.
+    loose = boto3.client("glacier", config=Config(parameter_validation=False,
+                                                  retries={"total_max_attempts": 1}),
+                         **server.client_kwargs())
+    with pytest.raises(ClientError) as excinfo:
+        loose.initiate_job(vaultName=vault, jobParameters=params)
+    error = excinfo.value.response
+    assert error["Error"]["Code"] == "SerializationException"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert loose.list_jobs(vaultName=vault)["JobList"] == []
