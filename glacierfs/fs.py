@@ -51,6 +51,7 @@ WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 # An open for writing waits this long for another writer's release (the kernel sends it after
 # close(2) returns) before it gives EBUSY.
 RELEASE_WAIT = 2.0
+SEED_BLOCK = 1 << 20  # bytes copied at a time when a write reopens an archived file
 
 
 @dataclass
@@ -275,6 +276,11 @@ class GlacierFS:
         return self._new_handle(Handle(node.ino, path, pid))
 
     def _open_writer(self, node: Inode, path: bytes, pid: int) -> int:
+        writer = self._new_writer(node, path)
+        return self._new_handle(Handle(node.ino, path, pid, writer=writer))
+
+    def _new_writer(self, node: Inode, path: bytes) -> FileUpload:
+        """A writer for `node`, registered and journaled; EBUSY if it has one."""
         ino = node.ino
         writer = FileUpload(
             self.vault, self.cache, self.pool, self.config, self.journal,
@@ -291,7 +297,7 @@ class GlacierFS:
             with self._lock:
                 self._writers.pop(ino, None)
             raise
-        return self._new_handle(Handle(ino, path, pid, writer=writer))
+        return writer
 
     def _wait_for_release(self, ino: int) -> bool:
         """Whether `ino` has no writer, waiting up to RELEASE_WAIT seconds for it to go.
@@ -325,8 +331,27 @@ class GlacierFS:
         if handle.error is not None:
             raise handle.error
         if handle.finished:
-            raise FsError(errno.EBADF, f"{handle.path!r}: already closed and uploaded")
+            self._write_again(handle)
         return handle.writer.write(data, offset)
+
+    def _write_again(self, handle: Handle) -> None:
+        """A write through an open file whose archive is complete: pages of a mapping written
+        back after close(fd) (mmap, close, store into the mapping), or a dup'd descriptor.
+        Refusing it would lose those bytes, silently for munmap. So a new content starts
+        from the archived one, as an overwrite: the next flush of the opener or the release
+        completes it, and the old archive is doomed."""
+        self._wait_for_background_close(handle.ino, handle.path)
+        node = self.catalog.inode(handle.ino)
+        writer = self._new_writer(node, handle.path)
+        try:
+            for offset in range(0, node.size, SEED_BLOCK):
+                writer.write(self._read_stored(handle, node, SEED_BLOCK, offset), offset)
+        except FsError:
+            writer.abort()
+            self._drop_writer(node.ino)
+            self.give_up(writer.cache_key, node.ino)  # the archived content stays
+            raise
+        handle.writer, handle.finished = writer, False
 
     def truncate(self, path: bytes, length: int, fh: int | None = None) -> None:
         node = self.catalog.resolve(path)
@@ -353,7 +378,10 @@ class GlacierFS:
         writer = self._writers.get(handle.ino)
         if writer is not None:
             return writer.read(size, offset)
-        node = self.catalog.inode(handle.ino)
+        return self._read_stored(handle, self.catalog.inode(handle.ino), size, offset)
+
+    def _read_stored(self, handle: Handle, node: Inode, size: int, offset: int) -> bytes:
+        """Bytes of a stored file, from its cached parts (each verified once per handle)."""
         end = min(offset + size, node.size)
         if offset >= end:
             return b""

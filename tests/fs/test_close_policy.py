@@ -76,18 +76,24 @@ def test_release_of_an_empty_file_stores_it_without_an_archive(rig):
     assert rig.read_all(b"/empty") == b""
 
 
-def test_write_after_completion_is_ebadf(rig):
+def test_a_write_after_completion_starts_a_new_content(rig):
+    # Through a dup'd descriptor, or a mapping written back after close(fd): the archive is
+    # complete, so the write starts a new content from it, completed at the next flush of
+    # the opener (or at release), and the first archive is doomed.
     fh = rig.fs.create(b"/f", 0o644, 0, 0, pid=OPENER)
     rig.fs.write(fh, b"done", 0)
     rig.fs.flush(fh, pid=OPENER)
-    with pytest.raises(FsError) as late:
-        rig.fs.write(fh, b"late", 4)  # through a dup'd descriptor
-    assert late.value.errno == errno.EBADF
+    first = rig.fs.catalog.resolve(b"/f").archive_id
+    rig.fs.write(fh, b"late", 4)
+    assert rig.read_all(b"/f") == b"donelate"  # from the new writer meanwhile
+    rig.fs.flush(fh, pid=OPENER)
+    rig.assert_archive(b"/f", b"donelate")
+    assert [a["ArchiveId"] for a in rig.inventory()] == [rig.fs.catalog.resolve(b"/f").archive_id]
+    assert first not in [a["ArchiveId"] for a in rig.inventory()]
     rig.fs.release(fh)
     with pytest.raises(FsError) as closed:
         rig.fs.write(fh, b"later", 4)
     assert closed.value.errno == errno.EBADF
-    rig.assert_archive(b"/f", b"done")
 
 
 def test_second_writer_is_busy_and_stored_files_need_o_trunc(rig):
