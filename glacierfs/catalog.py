@@ -289,8 +289,9 @@ class Catalog:
         with self.db.transaction(durable=True) as conn:
             conn.execute(
                 "UPDATE inodes SET state = 'stored', size = ?, archive_id = ?, tree_hash = ?, "
-                "part_size = ?, cache_key = ?, mtime_ns = coalesce(?, mtime_ns) WHERE ino = ?",
-                (size, archive_id, tree_hash, part_size, cache_key, mtime_ns, ino),
+                "part_size = ?, cache_key = ?, mtime_ns = coalesce(?, mtime_ns), "
+                "ctime_ns = max(ctime_ns, coalesce(?, mtime_ns)) WHERE ino = ?",
+                (size, archive_id, tree_hash, part_size, cache_key, mtime_ns, mtime_ns, ino),
             )
             conn.execute("DELETE FROM parts WHERE ino = ?", (ino,))
             conn.executemany(

@@ -124,11 +124,12 @@ class GlacierFS:
 
     def _attributes(self, node: Inode) -> dict:
         size = node.size
-        mtime_ns = node.mtime_ns
+        mtime_ns, ctime_ns = node.mtime_ns, node.ctime_ns
         writer = self._writers.get(node.ino)
         if writer is not None:
             size = writer.size
             mtime_ns = max(mtime_ns, writer.modified_ns)
+            ctime_ns = max(ctime_ns, writer.modified_ns)  # a write changes both, as anywhere
         links = 2 + self.catalog.subdirectory_count(node.ino) if node.is_dir else 1
         return {
             "st_ino": node.ino,
@@ -141,7 +142,7 @@ class GlacierFS:
             "st_blksize": self.config.part_size if not node.is_dir else 4096,
             "st_atime_ns": mtime_ns,
             "st_mtime_ns": mtime_ns,
-            "st_ctime_ns": node.ctime_ns,
+            "st_ctime_ns": ctime_ns,
         }
 
     def readdir(self, path: bytes) -> list[bytes]:

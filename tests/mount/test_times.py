@@ -57,3 +57,23 @@ def test_touch_m_a_d(mount, kind):
     assert m.umount().returncode == 0
     again = mount(vault=m.vault, cache_dir=m.cache_dir)
     assert times(again.path / kind) == (1_100_000_000_000_000_007,) * 2
+
+
+def test_a_write_moves_ctime_with_mtime(mount):
+    # ctime is the last change of anything, so it is never before mtime: while the file is
+    # written, and once its archive is recorded.
+    m = mount()
+    path = m.path / "slow"
+    with open(path, "wb") as f:
+        f.write(b"a")
+        f.flush()
+        time.sleep(0.05)
+        f.write(b"b")
+        f.flush()
+        during = os.stat(path)
+        assert during.st_ctime_ns >= during.st_mtime_ns
+    after = os.stat(path)
+    assert after.st_ctime_ns >= after.st_mtime_ns
+    assert m.umount().returncode == 0
+    again = os.stat(mount(vault=m.vault, cache_dir=m.cache_dir).path / "slow")
+    assert again.st_ctime_ns >= again.st_mtime_ns == after.st_mtime_ns
