@@ -65,6 +65,14 @@ class Handle:
     verified_parts: set[int] = field(default_factory=set)
 
 
+def _inherited(parent: Inode, mode: int, gid: int) -> tuple[int, int]:
+    """(mode, gid) of a new entry: in a setgid directory it takes the directory's group,
+    and a new directory the setgid bit too, as on any Unix file system."""
+    if parent.mode & stat.S_ISGID:
+        return mode | (stat.S_ISGID if stat.S_ISDIR(mode) else 0), parent.gid
+    return mode, gid
+
+
 class GlacierFS:
     def __init__(self, catalog: Catalog, cache: PartCache, vault: Vault, config: CacheConfig,
                  pool: UploadPool) -> None:
@@ -153,11 +161,13 @@ class GlacierFS:
 
     def mkdir(self, path: bytes, mode: int, uid: int, gid: int) -> None:
         parent, name = self.catalog.resolve_parent(path)
-        self.catalog.create(parent.ino, name, stat.S_IFDIR | (mode & 0o7777), uid, gid)
+        mode, gid = _inherited(parent, stat.S_IFDIR | (mode & 0o7777), gid)
+        self.catalog.create(parent.ino, name, mode, uid, gid)
 
     def symlink(self, path: bytes, target: bytes, uid: int, gid: int) -> None:
         parent, name = self.catalog.resolve_parent(path)
-        self.catalog.create(parent.ino, name, stat.S_IFLNK | 0o777, uid, gid, symlink=target)
+        mode, gid = _inherited(parent, stat.S_IFLNK | 0o777, gid)
+        self.catalog.create(parent.ino, name, mode, uid, gid, symlink=target)
 
     def readlink(self, path: bytes) -> bytes:
         node = self.catalog.resolve(path)
@@ -256,9 +266,9 @@ class GlacierFS:
 
     def create(self, path: bytes, mode: int, uid: int, gid: int, pid: int) -> int:
         parent, name = self.catalog.resolve_parent(path)
+        mode, gid = _inherited(parent, stat.S_IFREG | (mode & 0o7777), gid)
         with self.catalog.db.transaction():  # the new name and its journal entry, together
-            node = self.catalog.create(parent.ino, name, stat.S_IFREG | (mode & 0o7777),
-                                       uid, gid)
+            node = self.catalog.create(parent.ino, name, mode, uid, gid)
             return self._open_writer(node, path, pid)
 
     def open(self, path: bytes, flags: int, pid: int) -> int:

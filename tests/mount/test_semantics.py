@@ -214,3 +214,20 @@ def test_write_past_10000_parts_is_efbig(mount):
     lines = [line for line in m.log().splitlines() if "/big" in line and "--part-size" in line]
     assert lines, m.log()[-3000:]
     assert " ERROR " in lines[0]
+
+
+def test_a_setgid_directory_hands_down_its_group(mount):
+    m = mount()
+    shared = m.path / "shared"
+    shared.mkdir()
+    os.chown(shared, -1, 100)
+    os.chmod(shared, 0o2775)
+    (shared / "file").write_bytes(b"x")  # we are root: group 0 elsewhere
+    (shared / "sub").mkdir()
+    os.symlink("file", shared / "link")
+    for name in ("file", "sub", "link"):
+        assert os.lstat(shared / name).st_gid == 100, name
+    assert os.stat(shared / "sub").st_mode & 0o2000  # and a directory keeps the bit going
+    assert not os.stat(shared / "file").st_mode & 0o2000
+    (m.path / "plain").write_bytes(b"y")
+    assert os.stat(m.path / "plain").st_gid == os.getgid()
