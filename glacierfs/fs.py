@@ -175,6 +175,14 @@ class GlacierFS:
             raise FsError(errno.EINVAL, f"{path!r} is not a symbolic link")
         return node.symlink
 
+    def mknod(self, path: bytes, mode: int, uid: int, gid: int, pid: int) -> None:
+        """mknod(2) of a regular file is an empty file; fifos, sockets and devices are not
+        kept (EPERM, as for hard links: not ENOSYS, which reads as a bug)."""
+        if not stat.S_ISREG(mode):
+            raise FsError(errno.EPERM, f"{path!r}: only files, directories and symbolic links "
+                          "are kept")
+        self.release(self.create(path, mode, uid, gid, pid))
+
     def link(self, target: bytes, path: bytes) -> None:
         raise FsError(errno.EPERM, "hard links are not supported: one archive has one name")
 

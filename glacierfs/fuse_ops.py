@@ -201,6 +201,11 @@ class GlacierOperations(Operations):
         self.fs.link(_b(source), _b(target))
 
     @_errors_mapped
+    def mknod(self, path, mode, dev):
+        uid, gid, pid = _caller()
+        self.fs.mknod(_b(path), mode, uid, gid, pid)
+
+    @_errors_mapped
     def chmod(self, path, mode):
         self.fs.chmod(_b(path), mode)
 

@@ -246,6 +246,13 @@ def test_names_and_hard_links(mount):
     with pytest.raises(OSError) as excinfo:
         os.link(m.path / "target", m.path / "hard")
     assert excinfo.value.errno == errno.EPERM
+    # Special files are not kept either, with the same errno (ENOSYS would read as a bug).
+    with pytest.raises(OSError) as excinfo:
+        os.mkfifo(m.path / "fifo")
+    assert excinfo.value.errno == errno.EPERM
+    os.mknod(m.path / "plain", 0o640 | stat.S_IFREG)  # a regular file: an empty one
+    assert (os.stat(m.path / "plain").st_size, sorted(os.listdir(m.path))) == (
+        0, ["plain", "target"])
 
 
 def test_tar_x_restores_file_and_directory_mtimes(mount, tmp_path):
