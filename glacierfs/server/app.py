@@ -121,6 +121,9 @@ class GlacierApp:
         else:
             response = self._handle(request)
         response.headers["x-amzn-RequestId"] = request_id
+        # A refused request's body is left unread. The HTTP server would read all of it, in
+        # one piece, to keep the connection: a huge Content-Length took that much memory.
+        environ.get("glacierfs.close_if_unread", lambda: None)()
         return response(environ, start_response)
 
     def _handle(self, request: Request) -> Response:
@@ -229,7 +232,10 @@ class GlacierApp:
         return error_response(ServerFault(int(kind), "Service unavailable (injected fault)"))
 
     def _admin(self, request: Request) -> Response:
-        """Test hooks on loopback: request counts, and faults switched at run time."""
+        """Test hooks on loopback: request counts, and faults switched at run time. Unsigned,
+        so refused from any other address (a server listening on --host 0.0.0.0)."""
+        if request.remote_addr not in ("127.0.0.1", "::1"):
+            return error_response(AccessDenied("Test hooks answer on loopback only"))
         what = request.path[len(ADMIN_PREFIX):].strip("/")
         if what == "stats" and request.method == "GET":
             return json_response(200, self.faults.snapshot())

@@ -31,9 +31,14 @@ CONFIG_FILE = "config"
 PROFILE = "default"
 
 
+UNREAD_BODY_DRAINED = 1 << 20  # bytes of an unread request body read to keep the connection
+
+
 class _Gateway(wsgi.Gateway_10):
-    """WSGI 1.0 plus one hook: environ['glacierfs.abort']() hangs up on the client at once
-    (the fault injector's dropped connection; WSGI itself has no way to say that)."""
+    """WSGI 1.0 plus two hooks: environ['glacierfs.abort']() hangs up on the client at once
+    (the fault injector's dropped connection; WSGI itself has no way to say that), and
+    environ['glacierfs.close_if_unread']() closes the connection after the response when
+    much of the request body is unread."""
 
     def get_environ(self):
         environ = super().get_environ()
@@ -46,6 +51,13 @@ class _Gateway(wsgi.Gateway_10):
                 pass  # already gone
 
         environ["glacierfs.abort"] = abort
+
+        def close_if_unread() -> None:
+            if getattr(request.rfile, "remaining", 0) > UNREAD_BODY_DRAINED:
+                request.close_connection = True  # not drained (in one read) but hung up on
+
+        request = self.req
+        environ["glacierfs.close_if_unread"] = close_if_unread
         return environ
 
 

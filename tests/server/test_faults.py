@@ -9,13 +9,16 @@ connection closes before a complete response.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import urllib.error
+import urllib.request
 from contextlib import ExitStack
 
 import boto3
 import botocore.exceptions
 import pytest
+import werkzeug.test
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -366,3 +369,37 @@ def test_cli_faults_and_remote_stats(serve_process):
     assert stats["requests"] == {"ListVaults": 2}
     assert stats["faults"] == {"ListVaults:throttle": 1}
     assert stats["spec"] == "ListVaults:throttle:#1"
+
+
+def test_a_refused_request_with_a_huge_body_is_answered_and_hung_up_on(make_server):
+    # The body of a request refused before it is read (an unknown route) is not read to keep
+    # the connection: the HTTP server did that in one read, so a large Content-Length took
+    # that much memory, and a client that never sent it never got an answer.
+    server = make_server()
+    host, port = server.endpoint_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as client:
+        client.sendall(b"PUT /mybucket/bigfile HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Length: 4000000000\r\n\r\n" + b"x" * 1024)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = client.recv(65536)
+            assert chunk, "hung up without an answer"
+            reply += chunk
+    head = reply.split(b"\r\n\r\n")[0].decode().lower()
+    assert head.startswith("http/1.1 4") and "connection: close" in head
+    assert boto3.client("glacier", config=Config(retries={"total_max_attempts": 1}),
+                        **server.client_kwargs()).list_vaults()["VaultList"] == []
+
+
+def test_test_hooks_answer_on_loopback_only(make_server):
+    # They are unsigned: from another address (a server on --host 0.0.0.0) they are refused.
+    # The service itself, called as the HTTP server calls it, with another peer address.
+    server = make_server()
+    client = werkzeug.test.Client(server.app)
+    far = client.put("/_glacierfs/faults", data="*:500:1",
+                     environ_overrides={"REMOTE_ADDR": "192.0.2.7"})
+    assert far.status_code == 403
+    assert server.app.faults.snapshot()["faults"] == {}
+    near = client.put("/_glacierfs/faults", data="ListVaults:500:1",
+                      environ_overrides={"REMOTE_ADDR": "127.0.0.1"})
+    assert near.status_code == 204
