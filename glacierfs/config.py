@@ -33,7 +33,10 @@ def parse_size(text: str, what: str) -> int:
     unit = (match.group(2) or "").upper()[:1]
     if unit == "B":
         unit = ""
-    return int(match.group(1)) * _UNITS[unit]
+    size = int(match.group(1)) * _UNITS[unit]
+    if size >= 1 << 62:  # past what SQLite and the cache's counters hold
+        raise UserError(f"{what}: {text!r} is too large")
+    return size
 
 
 def format_size(size: float) -> str:

@@ -73,18 +73,7 @@ class Vault:
         self._outage_lock = threading.Lock()
         self._outage = False  # an upload is waiting for the endpoint (to log once per outage)
         if client is None:
-            session = boto3.session.Session(profile_name=config.profile)
-            client = session.client(
-                "glacier",
-                endpoint_url=config.endpoint_url,
-                region_name=config.region,
-                config=Config(
-                    retries=retry_settings(retries),
-                    max_pool_connections=pool_size,
-                    connect_timeout=10,
-                    read_timeout=120,
-                ),
-            )
+            client = _client(config, retries, pool_size)
         self.client = client
         for op in ("UploadArchive", "UploadMultipartPart"):
             client.meta.events.register_first(f"before-call.glacier.{op}",
@@ -241,6 +230,28 @@ class Vault:
         reply = self.client.get_job_output(vaultName=self.name, jobId=job_id,
                                            range=f"bytes={first}-{last}")
         return reply["body"], reply.get("checksum")
+
+
+def _client(config: VaultConfig, retries: int, pool_size: int):
+    """The boto3 'glacier' client for `config`; a UserError for settings botocore refuses (an
+    unknown profile or region, an endpoint that is not a URL)."""
+    try:
+        session = boto3.session.Session(profile_name=config.profile)
+        client = session.client(
+            "glacier",
+            endpoint_url=config.endpoint_url,
+            region_name=config.region,
+            config=Config(
+                retries=retry_settings(retries),
+                max_pool_connections=pool_size,
+                connect_timeout=10,
+                read_timeout=120,
+            ),
+        )
+    # ValueError: botocore's "Invalid endpoint: ..."
+    except (botocore.exceptions.BotoCoreError, ValueError) as error:
+        raise UserError(str(error)) from None
+    return client
 
 
 def is_not_found(error: BaseException) -> bool:

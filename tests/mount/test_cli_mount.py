@@ -137,12 +137,19 @@ def test_a_cache_or_local_dir_inside_the_mount_point_is_refused(attempt, tmp_pat
     (["recover", "v", "--poll-interval", "inf"], ["--poll-interval", "range"]),
     (["mount", "v", "/mnt/x", "--snapshot-interval", "1e300"], ["--snapshot-interval"]),
     (["mount", "v", "/mnt/x", "--restore-poll", "-1"], ["--restore-poll"]),
+    (["mount", "v", ".", "--cache-size", "9" * 30 + "G"], ["--cache-size", "too large"]),
+    (["mount", "v", ".", "--profile", "nosuch", "--cache-dir", "{tmp}/cache"],
+     ["profile (nosuch) could not be found"]),
+    (["mount", "v", ".", "--region", "../x", "--cache-dir", "{tmp}/cache"],
+     ["region_name '../x'"]),
 ])
 def test_mistakes_in_the_command_line_are_refused_before_anything_runs(argv, words, tmp_path):
-    result = subprocess.run([*GLACIERFS, *argv], capture_output=True, text=True, timeout=60,
-                            cwd=tmp_path)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = subprocess.run([*GLACIERFS, *(a.format(tmp=tmp_path) for a in argv)],
+                            capture_output=True, text=True, timeout=60, cwd=cwd)
     assert_refused(result, *words)
-    assert list(tmp_path.iterdir()) == []  # an empty path is not the current directory
+    assert list(cwd.iterdir()) == []  # an empty path is not the current directory
 
 
 def test_a_path_that_cannot_be_written_is_one_line(tmp_path):
