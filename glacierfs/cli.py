@@ -230,8 +230,13 @@ def umount(mountpoint: Path) -> None:
     from .mount import umount as do_umount
     from .progress import UmountProgress
 
-    with UmountProgress(mountpoint.absolute()) as progress:
-        do_umount(mountpoint.absolute(), progress=progress)
+    try:
+        with UmountProgress(mountpoint.absolute()) as progress:
+            do_umount(mountpoint.absolute(), progress=progress)
+    except KeyboardInterrupt:
+        raise UserError("stopped waiting; if the unmount had happened, the daemon goes on with "
+                        "the uploads in the background and exits when they are done (its log "
+                        "says when)", exit_code=130) from None
 
 
 @cli.command()
