@@ -14,6 +14,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 import boto3
 import pytest
 
-from glacierfs.mount import pid_file
+from glacierfs.mount import is_mounted, pid_file
 from glacierfs.server import remote_stats
 from glacierfs.statusfile import status_file
 from tests.mount.conftest import GLACIERFS, aws_env, force_unmount, run_glacierfs
@@ -304,6 +305,32 @@ def test_umount_shows_pending_uploads_while_it_waits(mount, tmp_path):
     assert lines[-1] == "glacierfs: every pending upload finished"
     assert len(lines) < 12  # not a line per tenth of a second
     assert not status_file(m.path).exists()
+    assert_archive(m.glacier, m.vault, "late.bin", data)
+
+
+def test_ctrl_c_while_umount_waits_says_the_uploads_go_on(mount, tmp_path):
+    m = mount()
+    data = pattern(SIZE, 13)
+    source = tmp_path / "late.src"
+    source.write_bytes(data)
+    m.set_faults("UploadMultipartPart:hang:#2+")
+    try:
+        subprocess.run([sys.executable, "-c", CHILD_WRITES, str(m.path / "late.bin"),
+                        str(source)], check=True, timeout=60)
+        wait_for(lambda: "1/4 parts (3 sending)" in run_glacierfs("status", str(m.path)).stdout,
+                 "the upload of late.bin to be held in release()")
+        pid = m.daemon_pid()
+        umount = subprocess.Popen([*GLACIERFS, "umount", str(m.path)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=m.env)
+        wait_for(lambda: not is_mounted(m.path), "the unmount")
+        umount.send_signal(signal.SIGINT)
+        _, stderr = umount.communicate(timeout=60)
+    finally:
+        m.set_faults("")
+    assert umount.returncode == 130
+    assert stderr.splitlines()[-1].startswith("glacierfs: stopped waiting; if the unmount had "
+                                              "happened, the daemon goes on with the uploads")
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the daemon to finish and exit")
     assert_archive(m.glacier, m.vault, "late.bin", data)
 
 
