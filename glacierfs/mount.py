@@ -97,6 +97,19 @@ def parse_fuse_options(values: tuple[str, ...]) -> dict:
     return options
 
 
+# What libfuse's fuse_main returns when it fails (its stderr, which says more, is the
+# daemon's: /dev/null). -o options are libfuse's to parse, so a bad one ends here.
+FUSE_MAIN_FAILURES = {
+    "1": "libfuse refused the options (check the -o list: an unknown or malformed option?)",
+    "2": "libfuse found no mount point",
+    "3": "libfuse could not set up (check the -o list: an unknown or malformed option?)",
+    "4": "the kernel refused the mount (check the -o list and /dev/fuse)",
+    "5": "libfuse could not detach",
+    "6": "libfuse could not set up its signal handlers",
+    "7": "the file system failed while running (see the log)",
+}
+
+
 def _check_mountpoint(mountpoint: Path) -> None:
     if not mountpoint.exists():
         raise UserError(f"mount point {mountpoint} does not exist")
@@ -303,8 +316,10 @@ def _serve(options: MountOptions, report: int | None) -> None:
     try:
         GlacierFuse(operations, str(options.mountpoint), foreground=True, nothreads=False,
                     encoding=ENCODING, **fuse_options)
-    except RuntimeError as error:  # mfusepy: libfuse could not mount
-        raise UserError(f"cannot mount {options.mountpoint}: {error}") from None
+    except RuntimeError as error:  # mfusepy: libfuse could not mount; its code, or a text
+        code = str(error.args[0]) if error.args else ""
+        reason = FUSE_MAIN_FAILURES.get(code, code)
+        raise UserError(f"cannot mount {options.mountpoint}: {reason}") from None
 
 
 def _open(options: MountOptions, state: dict) -> tuple[GlacierFS, list[str]]:

@@ -160,6 +160,10 @@ def test_a_path_that_cannot_be_written_is_one_line(tmp_path):
     assert blocker.read_text() == "x"
 
 
+def test_an_option_libfuse_refuses_is_named_as_such(attempt):
+    assert_refused(attempt("--create-vault", "-o", "bogus"), "cannot mount", "check the -o list")
+
+
 def test_mountpoint_already_mounted(mount, serve, tmp_path):
     m = mount()
     (m.path / "kept").write_bytes(b"still here")
