@@ -277,19 +277,25 @@ os.wait()
 """
 
 
-def test_umount_shows_pending_uploads_while_it_waits(mount, tmp_path):
-    m = mount()
-    data = pattern(SIZE, 9)
+def hold_in_release(m, tmp_path, seed: int) -> bytes:
+    """late.bin, written by a forked child, so release() completes it; its upload held by the
+    hang fault, which the caller clears: all 4 parts sealed, 3 held. Its content."""
+    data = pattern(SIZE, seed)
     source = tmp_path / "late.src"
     source.write_bytes(data)
     m.set_faults("UploadMultipartPart:hang:#2+")
+    subprocess.run([sys.executable, "-c", CHILD_WRITES, str(m.path / "late.bin"), str(source)],
+                   check=True, timeout=60)
+    wait_for(lambda: "1/4 parts (3 sending)" in run_glacierfs("status", str(m.path)).stdout,
+             "the upload of late.bin to be held in release()")
+    return data
+
+
+def test_umount_shows_pending_uploads_while_it_waits(mount, tmp_path):
+    m = mount()
     umount = None
     try:
-        subprocess.run([sys.executable, "-c", CHILD_WRITES, str(m.path / "late.bin"),
-                        str(source)], check=True, timeout=60)
-        # release() is closing it: all 4 parts sealed, 3 held
-        wait_for(lambda: "1/4 parts (3 sending)" in run_glacierfs("status", str(m.path)).stdout,
-                 "the upload of late.bin to be held in release()")
+        data = hold_in_release(m, tmp_path, 9)
         umount = subprocess.Popen([*GLACIERFS, "umount", str(m.path)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, env=m.env)
         time.sleep(3)  # unmounted; the daemon is held in release() by the fault
@@ -310,15 +316,8 @@ def test_umount_shows_pending_uploads_while_it_waits(mount, tmp_path):
 
 def test_ctrl_c_while_umount_waits_says_the_uploads_go_on(mount, tmp_path):
     m = mount()
-    data = pattern(SIZE, 13)
-    source = tmp_path / "late.src"
-    source.write_bytes(data)
-    m.set_faults("UploadMultipartPart:hang:#2+")
     try:
-        subprocess.run([sys.executable, "-c", CHILD_WRITES, str(m.path / "late.bin"),
-                        str(source)], check=True, timeout=60)
-        wait_for(lambda: "1/4 parts (3 sending)" in run_glacierfs("status", str(m.path)).stdout,
-                 "the upload of late.bin to be held in release()")
+        data = hold_in_release(m, tmp_path, 13)
         pid = m.daemon_pid()
         umount = subprocess.Popen([*GLACIERFS, "umount", str(m.path)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, env=m.env)
