@@ -57,8 +57,8 @@ class Finite(click.FloatRange):
     """A number in [min, max], never nan (which passes any range check) or inf: sleeps and
     timers would fail on them, in a thread, long after the command was accepted."""
 
-    def __init__(self, min: float, max: float) -> None:  # noqa: A002 - click's names
-        super().__init__(min=min, max=max)
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__(min=low, max=high)
 
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)

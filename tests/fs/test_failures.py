@@ -155,9 +155,9 @@ def test_an_unreachable_endpoint_is_waited_for_then_fails_the_file(make_fs, capl
     rig.server.stop()
     fh = rig.fs.create(b"/f", 0o644, 0, 0, pid=OPENER)
     rig.fs.write(fh, b"data", 0)
-    with caplog.at_level(logging.WARNING, logger="glacierfs.vault"):
-        with pytest.raises(FsError) as on_close:
-            rig.fs.flush(fh, pid=OPENER)
+    with (caplog.at_level(logging.WARNING, logger="glacierfs.vault"),
+          pytest.raises(FsError) as on_close):
+        rig.fs.flush(fh, pid=OPENER)
     assert on_close.value.errno == errno.EIO
     rig.fs.release(fh)
     [wait] = [r.getMessage() for r in caplog.records if "vault's endpoint" in r.getMessage()]
