@@ -170,6 +170,8 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
 @click.option("--abort-orphans", is_flag=True,
               help="Abort multipart uploads in the vault that this cache's journal does not "
                    "know (left by a lost cache or another tool); default: only report them.")
+@click.option("--allow-non-empty", is_flag=True,
+              help="Mount over a directory that has entries (they are hidden while mounted).")
 @click.option("--restore-poll", default=DEFAULT_RESTORE_POLL, show_default=True,
               type=Finite(0.01, DAY),
               help="Seconds between two checks of the retrieval jobs of restores.")
@@ -188,11 +190,12 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
                    "at unmount); 0 = only at unmount. `glacierfs recover` restores it.")
 def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_vault, local_dir,
           cache_dir, cache_size, part_size, upload_threads, async_close, abort_orphans,
+          allow_non_empty,
           restore_poll, restore_on_read, foreground, log_level, log_file, fuse_options,
           snapshot_interval) -> None:
     """Mount a Glacier vault as a directory."""
     from .config import CacheConfig, RestoreConfig, VaultConfig, parse_size
-    from .mount import MountOptions, parse_fuse_options, run
+    from .mount import MountOptions, check_paths, parse_fuse_options, run
 
     cache_dir = cache_dir or default_cache_dir(vault, local_dir)
     options = MountOptions(
@@ -206,10 +209,12 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
         local_dir=local_dir.absolute() if local_dir is not None else None,
         foreground=foreground,
         abort_orphans=abort_orphans,
+        allow_non_empty=allow_non_empty,
         fuse_options=parse_fuse_options(fuse_options),
         snapshot_interval=snapshot_interval,
         restore=RestoreConfig(poll_interval=restore_poll, on_read=restore_on_read),
     )
+    check_paths(options)  # before the log file is made, maybe in a refused place
     if foreground and log_file is None:
         _setup_logging(log_level)
     else:
@@ -349,7 +354,8 @@ def restore(paths: tuple[Path, ...], tier: str, wait: bool) -> None:
 FSTAB_OPTIONS = {"local", "cache_dir", "cache_size", "part_size", "upload_threads",
                  "endpoint_url", "region", "profile", "log_file", "log_level",
                  "snapshot_interval", "restore_poll", "restore_on_read"}
-FSTAB_FLAGS = {"create_vault", "foreground", "abort_orphans", "async_close"}
+FSTAB_FLAGS = {"create_vault", "foreground", "abort_orphans", "async_close",
+               "allow_non_empty"}
 MOUNT8_ONLY = {"_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "defaults"}
 
 

@@ -43,6 +43,7 @@ class MountOptions:
     local_dir: Path | None = None  # run the local vault service in-process, storing here
     foreground: bool = False
     abort_orphans: bool = False  # abort multipart uploads in the vault the journal does not know
+    allow_non_empty: bool = False  # mount over a directory with entries (hiding them)
     fuse_options: dict = field(default_factory=dict)
     # minutes between catalog snapshots; 0 = at unmount only
     snapshot_interval: float = DEFAULT_SNAPSHOT_MINUTES
@@ -110,6 +111,11 @@ FUSE_MAIN_FAILURES = {
 }
 
 
+def _has_entries(directory: Path) -> bool:
+    with os.scandir(directory) as entries:
+        return any(True for _ in entries)
+
+
 def _check_mountpoint(mountpoint: Path) -> None:
     if not mountpoint.exists():
         raise UserError(f"mount point {mountpoint} does not exist")
@@ -143,8 +149,9 @@ def _local_server(local_dir: Path):
     return LocalVaultServer(ServerConfig(data_dir=local_dir))
 
 
-def check(options: MountOptions) -> None:
-    """Everything that can be refused, refused before mounting."""
+def check_paths(options: MountOptions) -> None:
+    """The mount point and where the mount keeps its files, refused before anything is made
+    (the command line calls this before it opens the log in the cache dir)."""
     _check_mountpoint(options.mountpoint)
     point = Path(os.path.realpath(options.mountpoint))
     for what, path in (("cache dir", options.cache.directory), ("--local dir", options.local_dir)):
@@ -152,6 +159,15 @@ def check(options: MountOptions) -> None:
         if path is not None and point in [resolved := Path(os.path.realpath(path)),
                                           *resolved.parents]:
             raise UserError(f"the {what} {path} is inside the mount point {options.mountpoint}")
+    if not options.allow_non_empty and _has_entries(options.mountpoint):
+        # As rclone does: files there would vanish from view, and look lost.
+        raise UserError(f"mount point {options.mountpoint} is not empty (its entries would be "
+                        "hidden while mounted; --allow-non-empty mounts anyway)")
+
+
+def check(options: MountOptions) -> None:
+    """Everything that can be refused, refused before mounting."""
+    check_paths(options)
     _CacheLock(options.cache.directory).release()
     if options.local_dir is not None:
         with _local_server(options.local_dir) as server:

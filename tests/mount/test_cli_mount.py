@@ -119,6 +119,27 @@ def test_failure_inside_init_unmounts_and_is_reported(attempt, tmp_path):
     assert_refused(attempt("--create-vault"), "not a database")
 
 
+def test_a_non_empty_mount_point_needs_allow_non_empty(attempt, serve, tmp_path):
+    # Its entries would be hidden while mounted, and look lost (rclone refuses too).
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    (mountpoint / "mine.txt").write_text("still here")
+    assert_refused(attempt("--create-vault", mountpoint=mountpoint), "not empty",
+                   "--allow-non-empty")
+    result = run_glacierfs("mount", "photos", str(mountpoint), "--endpoint-url",
+                           serve.endpoint_url, "--cache-dir", str(tmp_path / "cache"),
+                           "--create-vault", "--allow-non-empty", env=aws_env(serve.data_dir))
+    try:
+        assert result.returncode == 0, result.stderr
+        assert os.listdir(mountpoint) == []  # the vault's view, hiding mine.txt
+        assert run_glacierfs("umount", str(mountpoint)).returncode == 0
+    finally:
+        if is_mounted(mountpoint):
+            pid_path = pid_file(mountpoint)
+            force_unmount(mountpoint, int(pid_path.read_text()) if pid_path.exists() else None)
+    assert (mountpoint / "mine.txt").read_text() == "still here"
+
+
 def test_a_cache_or_local_dir_inside_the_mount_point_is_refused(attempt, tmp_path):
     # The daemon would open its own files through its own mount and wait on itself forever.
     inside = tmp_path / "mnt" / "cache"
@@ -126,6 +147,7 @@ def test_a_cache_or_local_dir_inside_the_mount_point_is_refused(attempt, tmp_pat
                    "cache dir", "inside the mount point")
     assert_refused(attempt("--local", str(tmp_path / "mnt")), "--local dir",
                    "inside the mount point")
+    assert list((tmp_path / "mnt").iterdir()) == []  # no log file made in there first
 
 
 @pytest.mark.parametrize("argv, words", [
