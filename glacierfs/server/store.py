@@ -313,7 +313,7 @@ class Store:
         if archive_size is None:
             raise MissingParameterValue("Required header x-amz-archive-size is missing")
         try:
-            size = int(archive_size)
+            size = validation.whole_number(archive_size)
         except ValueError:
             raise InvalidParameterValue(f"Invalid x-amz-archive-size: {archive_size}") from None
         with self._upload_lock(upload["id"]):

@@ -44,9 +44,17 @@ def description(value: str | None, what: str = "archive description") -> str:
     return value
 
 
+def whole_number(value: str) -> int:
+    """Plain ASCII digits as an int; ValueError for anything int() would also take (a sign,
+    spaces, '1_048_576', other scripts' digits), which the service refuses."""
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(value)
+    return int(value)
+
+
 def part_size(value: str | None) -> int:
     try:
-        size = int(value) if value is not None else 0
+        size = whole_number(value) if value is not None else 0
     except ValueError:
         size = 0
     if size < MIN_PART_SIZE or size > MAX_PART_SIZE or size & (size - 1):
@@ -69,12 +77,9 @@ def content_length(value: str | None) -> int:
     if value is None or value == "":
         raise MissingParameterValue("Required header Content-Length is missing")
     try:
-        length = int(value)
+        return whole_number(value)
     except ValueError:
         raise InvalidParameterValue(f"Invalid Content-Length: {value}") from None
-    if length < 0:
-        raise InvalidParameterValue(f"Invalid Content-Length: {value}")
-    return length
 
 
 def content_range(value: str | None, length: int, part: int) -> tuple[int, int]:
@@ -117,7 +122,7 @@ def list_limit(value: str | None, default: int, maximum: int) -> int:
     if value is None or value == "":
         return default
     try:
-        limit = int(value)
+        limit = whole_number(value)
     except ValueError:
         raise InvalidParameterValue(f"Invalid limit: {value}. It must be a whole number") from None
     if limit < 1:

@@ -98,6 +98,8 @@ def test_valid_part_sizes_accepted(glacier, vault):
     (str(MiB // 2 * 3), str(MiB // 2 * 3)),
     ("-1048576", None),
     ("abc", None),
+    ("1_048_576", None),  # int() takes these two; the service wants plain digits
+    ("+1048576", None),
 ])
 def test_invalid_part_size_rejected(glacier, vault, value, shown):
     with pytest.raises(glacier.exceptions.InvalidParameterValueException) as excinfo:
@@ -537,7 +539,7 @@ def _list_call(glacier, vault, which: str, **kwargs):
 
 @pytest.mark.parametrize("which", ["vaults", "uploads", "parts"])
 def test_bad_limit_rejected(glacier, vault, which):
-    for limit in ("0", "abc", "-1", "1.5"):
+    for limit in ("0", "abc", "-1", "1.5", "1_0", "+5"):
         with pytest.raises(glacier.exceptions.InvalidParameterValueException) as excinfo:
             _list_call(glacier, vault, which, limit=limit)
         assert limit in rejected(excinfo)
