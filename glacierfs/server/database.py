@@ -10,9 +10,11 @@ import base64
 import datetime as dt
 
 from ..sqlite import Database
+from .errors import InvalidParameterValue
+from .validation import whole_number
 
 __all__ = ["Database", "SCHEMA", "iso_ms", "iso_seconds", "encode_marker", "decode_marker",
-           "decode_position"]
+           "marker_position"]
 
 SCHEMA = """
 -- One row per vault. Counts shown by DescribeVault are those of the last inventory, as on the
@@ -123,10 +125,16 @@ def decode_marker(kind: str, marker: str) -> str | None:
     return value if tag == kind else None
 
 
-def decode_position(kind: str, marker: str) -> int | None:
-    """The row position one of our `kind` markers names; None for anything else (tampered,
-    another list's, or past SQLite's integers, which made the query fail with a 500)."""
+def marker_position(kind: str, marker: str | None, what: str = "marker") -> int:
+    """The row position one of our `kind` markers names (0 without one). Anything else
+    (tampered, another list's, past SQLite's integers, which made the query fail with a 500)
+    is InvalidParameterValue."""
+    if not marker:
+        return 0
     value = decode_marker(kind, marker)
-    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 18:
-        return None
-    return int(value)
+    try:
+        if value is not None and len(value) <= 18:
+            return whole_number(value)
+    except ValueError:
+        pass
+    raise InvalidParameterValue(f"Invalid {what}: {marker}")

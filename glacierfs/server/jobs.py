@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .. import treehash
-from .database import decode_position, encode_marker, iso_ms, iso_seconds
+from .database import encode_marker, iso_ms, iso_seconds, marker_position
 from .errors import (InvalidParameterValue, MissingParameterValue, ResourceNotFound,
                      SerializationError)
 from .store import LIST_DEFAULTS, UPLOAD_ID_BYTES, Store, new_id
@@ -172,11 +172,8 @@ class Jobs:
             sql += " AND created_at < ?"
             args.append(_parse_date(end, "EndDate"))
         if marker:
-            position = decode_position("inventory", marker)
-            if position is None:
-                raise InvalidParameterValue(f"Invalid inventory marker: {marker}")
             sql += " AND id >= ?"
-            args.append(position)
+            args.append(marker_position("inventory", marker, "inventory marker"))
         count = None
         if limit is not None:
             if not str(limit).isdigit() or int(limit) < 1:
@@ -306,11 +303,7 @@ class Jobs:
             raise InvalidParameterValue(f"The job status code is not valid: {statuscode}")
         if completed is not None and completed not in ("true", "false"):
             raise InvalidParameterValue(f"The value for completed is not valid: {completed}")
-        start = 0
-        if marker:
-            start = decode_position("job", marker)
-            if start is None:
-                raise InvalidParameterValue(f"Invalid marker: {marker}")
+        start = marker_position("job", marker)
         rows = self.db.query(
             "SELECT * FROM jobs WHERE vault_id = ? AND id >= ? ORDER BY id",
             (vault_row["id"], start),

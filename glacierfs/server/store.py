@@ -17,7 +17,7 @@ from typing import BinaryIO
 from .. import treehash
 from .blobs import BlobStore, Ingested
 from .config import ServerConfig
-from .database import SCHEMA, Database, decode_position, encode_marker, iso_ms
+from .database import SCHEMA, Database, encode_marker, iso_ms, marker_position
 from .errors import (
     InvalidParameterValue,
     MissingParameterValue,
@@ -417,7 +417,7 @@ class Store:
     def list_uploads(self, vault: str, marker: str | None, limit: str | None) -> dict:
         vault_row = self.vault_row(vault)
         count = validation.list_limit(limit, LIST_DEFAULTS["uploads"], LIST_DEFAULTS["uploads"])
-        start = self._marker_position("upload", marker)
+        start = marker_position("upload", marker)
         rows = self.db.query(
             "SELECT * FROM uploads WHERE vault_id = ? AND state = 'in_progress' AND id >= ? "
             "ORDER BY id LIMIT ?",
@@ -433,7 +433,7 @@ class Store:
         vault_row = self.vault_row(vault)
         upload = self.upload_row(vault_row, upload_id)
         count = validation.list_limit(limit, LIST_DEFAULTS["parts"], LIST_DEFAULTS["parts"])
-        start = self._marker_position("part", marker)
+        start = marker_position("part", marker)
         rows = self.db.query(
             "SELECT * FROM parts WHERE upload_id = ? AND first_byte >= ? ORDER BY first_byte "
             "LIMIT ?",
@@ -450,11 +450,3 @@ class Store:
         )
         return listing
 
-    @staticmethod
-    def _marker_position(kind: str, marker: str | None) -> int:
-        if not marker:
-            return 0
-        position = decode_position(kind, marker)
-        if position is None:
-            raise InvalidParameterValue(f"Invalid marker: {marker}")
-        return position
