@@ -30,7 +30,7 @@ from .errors import UserError
 from .fs import GlacierFS
 from .recovery import find_orphans, recover
 from .upload import UploadPool
-from .vault import MOUNT_PATIENCE, Vault, retry_settings
+from .vault import MOUNT_PATIENCE, Vault
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ FUSE_MAIN_FAILURES = {
 
 def _has_entries(directory: Path) -> bool:
     with os.scandir(directory) as entries:
-        return any(True for _ in entries)
+        return next(entries, None) is not None
 
 
 def _check_mountpoint(mountpoint: Path) -> None:
@@ -171,18 +171,9 @@ def check(options: MountOptions) -> None:
     _CacheLock(options.cache.directory).release()
     if options.local_dir is not None:
         with _local_server(options.local_dir) as server:
-            Vault(options.vault, client=_local_client(server), retries=1).check(create=True)
+            Vault(options.vault, reach=server.client_kwargs()).check(create=True)
     else:
         Vault(options.vault, retries=1).check(create=options.vault.create_vault)
-
-
-def _local_client(server):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("glacier", config=Config(retries=retry_settings(),
-                                                 max_pool_connections=32),
-                        **server.client_kwargs())
 
 
 def run(options: MountOptions) -> None:
@@ -346,7 +337,7 @@ def _open(options: MountOptions, state: dict) -> tuple[GlacierFS, list[str]]:
     threads = options.cache.upload_threads
     if options.local_dir is not None:
         state["server"] = _local_server(options.local_dir).start()
-        vault = Vault(options.vault, client=_local_client(state["server"]))
+        vault = Vault(options.vault, reach=state["server"].client_kwargs(), pool_size=32)
         log.info("local vault service at %s (data in %s)", state["server"].endpoint_url,
                  options.local_dir)
     else:

@@ -28,7 +28,7 @@ from .archive_names import described_path
 from .config import VaultConfig
 from .config import format_size as human
 from .errors import UserError
-from .vault import Vault, is_not_found, retry_settings, user_errors
+from .vault import Vault, is_not_found, user_errors
 
 CATALOG_FILE = "catalog.sqlite3"  # in the cache dir, where mount.py keeps the catalog
 
@@ -70,8 +70,7 @@ def open_vault(config: VaultConfig, local_dir: Path | None,
     embedded one, or `glacierfs serve`), else on one started here for the duration (two
     services on one directory would sweep each other's files)."""
     if local_dir is None:
-        with user_errors(config.vault):
-            vault = Vault(config, retries=1)
+        vault = Vault(config, retries=1)
         vault.check(create=False, missing=missing)
         yield vault
         return
@@ -108,11 +107,7 @@ def _running_service(local_dir: Path) -> dict | None:
 
 
 def _local_vault(config: VaultConfig, client_kwargs: dict, missing: str) -> Vault:
-    import boto3
-    from botocore.config import Config
-
-    client = boto3.client("glacier", config=Config(retries=retry_settings(1)), **client_kwargs)
-    vault = Vault(config, client=client)
+    vault = Vault(config, retries=1, reach=client_kwargs)
     vault.check(create=False, missing=missing)
     return vault
 

@@ -34,15 +34,6 @@ MOUNT_PATIENCE = 300.0
 RETRIES = 4  # botocore's retries after a request's first try (waits of 0-1, 0-2 ... 0-8 s)
 
 
-def retry_settings(retries: int = RETRIES) -> dict:
-    """botocore's retry settings for every client of ours. Its legacy mode retries 500, 502,
-    503, 504, throttling, Glacier's 408 and dropped connections, with exponential backoff and
-    jitter. Not its standard mode: that one also keeps a client-wide retry quota, which a few
-    requests failing for good (a 4 s outage) used up, and from then on a single 500 failed a
-    file without a retry."""
-    return {"max_attempts": retries, "mode": "legacy"}
-
-
 class PartBody(io.FileIO):
     """A part file opened for upload, carrying its SHA-256 for the x-amz-content-sha256 header.
 
@@ -67,13 +58,16 @@ def _use_our_content_sha256(params, **_) -> None:
 
 class Vault:
     def __init__(self, config: VaultConfig, pool_size: int = 10, client=None,
-                 retries: int = RETRIES, patience: float = 0.0) -> None:
+                 retries: int = RETRIES, patience: float = 0.0, reach: dict | None = None) -> None:
+        """`reach`: boto3.client keyword arguments naming the endpoint and keys (a local vault
+        service's client_kwargs()); without it, the AWS chain, with config's endpoint, region
+        and profile. `client` (tests) replaces both."""
         self.name = config.vault
         self.patience = patience  # seconds uploads wait for an unreachable endpoint
         self._outage_lock = threading.Lock()
         self._outage = False  # an upload is waiting for the endpoint (to log once per outage)
         if client is None:
-            client = _client(config, retries, pool_size)
+            client = _client(config, retries, pool_size, reach)
         self.client = client
         for op in ("UploadArchive", "UploadMultipartPart"):
             client.meta.events.register_first(f"before-call.glacier.{op}",
@@ -232,26 +226,24 @@ class Vault:
         return reply["body"], reply.get("checksum")
 
 
-def _client(config: VaultConfig, retries: int, pool_size: int):
-    """The boto3 'glacier' client for `config`; a UserError for settings botocore refuses (an
-    unknown profile or region, an endpoint that is not a URL)."""
+def _client(config: VaultConfig, retries: int, pool_size: int, reach: dict | None):
+    """The boto3 'glacier' client; a UserError for settings botocore refuses (an unknown
+    profile or region, an endpoint that is not a URL)."""
+    # botocore's legacy retry mode: 500, 502, 503, 504, throttling, Glacier's 408 and dropped
+    # connections, with exponential backoff and jitter. Not its standard mode: that one also
+    # keeps a client-wide retry quota, which a few requests failing for good (a 4 s outage)
+    # used up, and from then on a single 500 failed a file without a retry.
+    settings = Config(retries={"max_attempts": retries, "mode": "legacy"},
+                      max_pool_connections=pool_size, connect_timeout=10, read_timeout=120)
     try:
-        session = boto3.session.Session(profile_name=config.profile)
-        client = session.client(
-            "glacier",
-            endpoint_url=config.endpoint_url,
-            region_name=config.region,
-            config=Config(
-                retries=retry_settings(retries),
-                max_pool_connections=pool_size,
-                connect_timeout=10,
-                read_timeout=120,
-            ),
-        )
-    # ValueError: botocore's "Invalid endpoint: ..."
-    except (botocore.exceptions.BotoCoreError, ValueError) as error:
+        with user_errors(config.vault):
+            if reach is not None:
+                return boto3.client("glacier", config=settings, **reach)
+            session = boto3.session.Session(profile_name=config.profile)
+            return session.client("glacier", endpoint_url=config.endpoint_url,
+                                  region_name=config.region, config=settings)
+    except ValueError as error:  # botocore's "Invalid endpoint: ...", not one of its errors
         raise UserError(str(error)) from None
-    return client
 
 
 def is_not_found(error: BaseException) -> bool:
