@@ -176,9 +176,12 @@ class Jobs:
             args.append(marker_position("inventory", marker, "inventory marker"))
         count = None
         if limit is not None:
-            if not str(limit).isdigit() or int(limit) < 1:
+            try:
+                count = validation.whole_number(limit)
+            except ValueError:
+                count = 0
+            if count < 1:
                 raise InvalidParameterValue(f"Invalid Limit: {limit}. It must be at least 1")
-            count = int(limit)
         sql += " ORDER BY id"
         rows = self.db.query(sql, tuple(args))
         next_marker = None

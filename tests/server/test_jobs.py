@@ -695,6 +695,11 @@ INVALID_JOB_PARAMETERS = [
     {"Type": "inventory-retrieval", "Description": "tab\there"},
     {"Type": "inventory-retrieval", "Description": "x" * 1025},
     {"Type": "inventory-retrieval", "Format": "XML"},
+    # Limit: a whole number of at least 1, in plain ASCII digits ("\u0663" is an Arabic 3)
+    {"Type": "inventory-retrieval", "InventoryRetrievalParameters": {"Limit": "0"}},
+    {"Type": "inventory-retrieval", "InventoryRetrievalParameters": {"Limit": "-2"}},
+    {"Type": "inventory-retrieval", "InventoryRetrievalParameters": {"Limit": "\u0663"}},
+    {"Type": "inventory-retrieval", "InventoryRetrievalParameters": {"Limit": "1_000"}},
 ]
 
 
