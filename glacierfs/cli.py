@@ -31,12 +31,30 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+# Control characters as they would be written in a Python string: "\n", "\t", "\x1b".
+_ESCAPED_CONTROLS = {code: repr(chr(code))[1:-1] for code in [*range(32), 127]}
+
+
+class OneLineFormatter(logging.Formatter):
+    """One record, one line. A file name may hold a newline (or a terminal escape), which
+    would split the line, or forge one that looks like another record; such characters are
+    shown escaped. A traceback still follows on lines of its own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(_ESCAPED_CONTROLS)
+
+
+def _setup_logging(level: str, log_file: Path | None = None) -> None:
+    """Records go to stderr, or to log_file with the process id (a mount's log file is
+    shared by its command and its daemon)."""
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+        fields = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    else:
+        handler = logging.FileHandler(log_file)
+        fields = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(OneLineFormatter(fields))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     _quiet_libraries()
 
 
@@ -220,11 +238,7 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
     else:
         log_file = log_file or cache_dir / "glacierfs.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        logging.basicConfig(
-            level=getattr(logging, log_level.upper()), filename=str(log_file),
-            format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-        )
-        _quiet_libraries()
+        _setup_logging(log_level, log_file)
     run(options)
 
 

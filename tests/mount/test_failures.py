@@ -88,3 +88,23 @@ def test_upload_archive_failing_fails_cp_and_leaves_nothing(mount, tmp_path):
 
     assert_cp_works(m, tmp_path, "after.txt", PART - 1)
     assert tracebacks(m.log()) == []
+
+
+def test_a_file_name_with_a_newline_keeps_its_log_record_on_one_line(mount, tmp_path):
+    # The name would otherwise split the error record, its second half posing as a line
+    # of its own.
+    m = mount()
+    source = tmp_path / "source"
+    source.write_bytes(b"ten bytes!")
+    m.set_faults("UploadArchive:500:#1+")
+    try:
+        result = subprocess.run(["cp", str(source), str(m.path / "two\nlines.bin")],
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        m.set_faults("")
+    assert result.returncode != 0
+    lines = m.log().splitlines()
+    named = [line for line in lines if "lines.bin" in line]
+    assert named and all(r"/two\nlines.bin" in line for line in named), named
+    assert [line for line in named if " ERROR " in line]
+    assert not [line for line in lines if line.startswith("lines.bin")]
