@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -233,13 +234,47 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
         restore=RestoreConfig(poll_interval=restore_poll, on_read=restore_on_read),
     )
     check_paths(options)  # before the log file is made, maybe in a refused place
-    if foreground and log_file is None:
-        _setup_logging(log_level)
-    else:
-        log_file = log_file or cache_dir / "glacierfs.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        _setup_logging(log_level, log_file)
-    run(options)
+    made = _missing_dirs(options.cache.directory)
+    try:
+        if foreground and log_file is None:
+            _setup_logging(log_level)
+        else:
+            log_file = log_file or cache_dir / "glacierfs.log"
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            _setup_logging(log_level, log_file)
+        run(options)
+    except BaseException:
+        _remove_unused(made)
+        raise
+
+
+# What a mount that never went live leaves in a cache dir it made (nothing else is removed).
+MOUNT_LEFTOVERS = {"lock", "glacierfs.log"}
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """The directories of `path` that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_unused(made: list[Path]) -> None:
+    """Remove the cache dir (and its parents) this command made, if all it holds is the lock
+    and the log of a failed start: a typo in a vault name must not leave
+    ~/.cache/glacierfs/TYPO behind. A dir with anything else (a catalog) stays as it is."""
+    for directory in made:
+        try:
+            leftovers = set(os.listdir(directory))
+            if leftovers - MOUNT_LEFTOVERS:
+                return
+            for name in leftovers:
+                os.unlink(directory / name)
+            directory.rmdir()
+        except OSError:
+            return
 
 
 @cli.command()

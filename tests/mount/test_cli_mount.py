@@ -61,8 +61,19 @@ def attempt(tmp_path, serve):
             force_unmount(mountpoint, pid)
 
 
-def test_missing_vault_without_create(attempt):
+def test_missing_vault_without_create(attempt, tmp_path):
     assert_refused(attempt(vault="nosuch"), "nosuch", "--create-vault")
+    assert not (tmp_path / "cache").exists()  # the failed start took back the dir it made
+
+
+def test_a_refused_mount_keeps_a_cache_dir_that_has_a_catalog(attempt, mount, tmp_path):
+    m = mount()
+    (m.path / "kept.txt").write_bytes(b"kept")
+    assert m.umount().returncode == 0
+    # the same catalog, aimed at a vault that is not there
+    assert_refused(attempt("--cache-dir", str(m.cache_dir), vault="nosuch"), "nosuch")
+    assert (m.cache_dir / "catalog.sqlite3").exists()
+    assert (m.cache_dir / "glacierfs.log").exists()
 
 
 def test_unreachable_endpoint(attempt):
