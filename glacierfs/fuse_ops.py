@@ -24,6 +24,7 @@ if mfusepy.fuse_version_major != 3:
     raise OSError(f"libfuse 3 is needed, found libfuse {mfusepy.fuse_version_major}")
 
 log = logging.getLogger(__name__)
+# Paths cross mfusepy as str holding one character per byte: names are any bytes.
 ENCODING = "latin-1"
 
 # utimensat(2)'s markers. libfuse 3 passes them in tv_nsec with tv_sec 0, so with use_ns they
@@ -35,6 +36,13 @@ RENAME_NOREPLACE = 1
 
 def _b(path: str) -> bytes:
     return path.encode(ENCODING)
+
+
+def fuse_argument(text: str) -> str:
+    """An argument for libfuse's command line (the mount point, an -o value) as mfusepy takes
+    it: it encodes each one with ENCODING, so the str must hold the argument's own bytes (a
+    mount point named in UTF-8 was sent as latin-1, and libfuse found no such directory)."""
+    return os.fsencode(text).decode(ENCODING)
 
 
 def _caller() -> tuple[int, int, int]:

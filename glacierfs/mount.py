@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,13 +81,19 @@ def mount_type(mountpoint: Path) -> str | None:
     return next((kind for point, kind in mounts() if point == target), None)
 
 
+# /proc/self/mounts writes a space, tab, newline or backslash in a mount point as \NNN (octal);
+# every other byte is as it is (a UTF-8 name stays UTF-8).
+_MOUNTS_ESCAPE = re.compile(rb"\\([0-7]{3})")
+
+
 def mounts() -> Iterator[tuple[str, str]]:
     """(mount point, file system type) of every mount, in /proc/self/mounts order."""
-    with open("/proc/self/mounts") as table:
+    with open("/proc/self/mounts", "rb") as table:
         for line in table:
             fields = line.split()
-            if len(fields) > 2:  # the point is octal-escaped (a space is \040)
-                yield fields[1].encode().decode("unicode_escape"), fields[2]
+            if len(fields) > 2:
+                point = _MOUNTS_ESCAPE.sub(lambda escape: bytes([int(escape[1], 8)]), fields[1])
+                yield os.fsdecode(point), os.fsdecode(fields[2])
 
 
 def parse_fuse_options(values: tuple[str, ...]) -> dict:
@@ -272,7 +279,7 @@ def _serve(options: MountOptions, report: int | None) -> None:
     """Check, then run FUSE in this process's foreground until unmounted."""
     _share_malloc_arenas()
     try:
-        from .fuse_ops import ENCODING, GlacierFuse, GlacierOperations
+        from .fuse_ops import ENCODING, GlacierFuse, GlacierOperations, fuse_argument
     except OSError as error:
         raise UserError(f"libfuse 3 is not usable: {error} (Debian: apt-get install fuse3; "
                         "or run scripts/setup.sh)") from None
@@ -321,8 +328,10 @@ def _serve(options: MountOptions, report: int | None) -> None:
                                    on_init=lambda: _report(report, "\n".join(["OK", *notices])),
                                    on_destroy=on_destroy)
     try:
-        GlacierFuse(operations, str(options.mountpoint), foreground=True, nothreads=False,
-                    encoding=ENCODING, **fuse_options)
+        GlacierFuse(operations, fuse_argument(str(options.mountpoint)), foreground=True,
+                    nothreads=False, encoding=ENCODING,
+                    **{key: fuse_argument(value) if isinstance(value, str) else value
+                       for key, value in fuse_options.items()})
     except RuntimeError as error:  # mfusepy: libfuse could not mount; its code, or a text
         code = str(error.args[0]) if error.args else ""
         reason = FUSE_MAIN_FAILURES.get(code, code)

@@ -73,14 +73,15 @@ def serve(serve_process):
 @pytest.fixture
 def mount(tmp_path: Path, serve):
     """Factory: mount(*extra, vault='photos', part_size='1M', cache_size='16M',
-    cache_dir=None) -> Mount. Pass an earlier mount's cache_dir to mount its catalog again."""
+    cache_dir=None, name=None) -> Mount. Pass an earlier mount's cache_dir to mount its
+    catalog again; `name` names the mount point (default mntN)."""
     mounts: list[Mount] = []
 
     def start(*extra: str, vault: str = "photos", part_size: str = "1M",
               cache_size: str = "16M", create: bool = True, threads: int = 4,
-              cache_dir: Path | None = None) -> Mount:
+              cache_dir: Path | None = None, name: str | None = None) -> Mount:
         index = len(mounts)
-        mountpoint = tmp_path / f"mnt{index}"
+        mountpoint = tmp_path / (name or f"mnt{index}")
         mountpoint.mkdir()
         cache_dir = cache_dir or tmp_path / f"cache{index}"
         env = aws_env(serve.data_dir)

@@ -316,3 +316,17 @@ def test_ctrl_c_while_the_mount_starts_leaves_nothing_mounted(tmp_path, serve_pr
     finally:
         command.kill()
         force_unmount(mountpoint, daemon)
+
+
+def test_a_mount_point_named_in_utf8_with_a_space(mount):
+    # libfuse gets the name's own bytes, and /proc/self/mounts is read back as bytes: status
+    # and umount find the mount (é came back as "Ã©", and the mount was refused at first)
+    m = mount(name="photos é 2026")
+    (m.path / "a.txt").write_bytes(b"a")
+    assert is_mounted(m.path)
+    status = run_glacierfs("status", str(m.path), env=m.env)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"glacierfs on {m.path} (vault photos, pid ")
+    result = m.umount()
+    assert result.returncode == 0, result.stderr
+    assert not is_mounted(m.path)
