@@ -41,7 +41,7 @@ from .errors import UserError
 from .mount import _CacheLock
 from .naming import Namer, Placed, creation_ns
 from .snapshot import Snapshot, described, ensure_schema, record
-from .uploads import CATALOG_FILE, open_vault
+from .uploads import CATALOG_FILE, open_vault, unfinished_uploads
 from .vault import user_errors
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,12 @@ def run(config: VaultConfig, cache_dir: Path, local_dir: Path | None, force: boo
                         "replaces it (keeping it as a backup)")
     lock = _CacheLock(cache_dir)  # refuses while a mount uses this cache dir
     try:
+        # Their parts are in this cache and only the old catalog's journal names them: a new
+        # catalog would make the next mount remove them as leftovers.
+        if unfinished := unfinished_uploads(cache_dir):
+            raise UserError(f"{cache_dir} has {unfinished} upload(s) that a mount has not "
+                            "finished: mount it once to finish them (the files are in its "
+                            "catalog), then recover")
         with open_vault(config, local_dir, missing="") as vault, user_errors(vault.name):
             listing = jobs.inventory(vault, poll_interval, _note)
             temp = cache_dir / f"{CATALOG_FILE}.recovering"
@@ -199,13 +205,14 @@ def _remove(path: Path) -> None:
 def _install(temp: Path, catalog_path: Path) -> Path | None:
     """Rename the new catalog into place; an existing one (--force) becomes a backup."""
     backup = None
-    if catalog_path.exists():
+    # A -wal or -shm without its database (removed by hand) goes too: SQLite would play
+    # that old log into the new catalog.
+    leftovers = [old for suffix in SUFFIXES if (old := Path(f"{catalog_path}{suffix}")).exists()]
+    if leftovers:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         backup = catalog_path.with_name(f"{CATALOG_FILE}.before-recover-{stamp}")
-        for suffix in SUFFIXES:
-            old = Path(f"{catalog_path}{suffix}")
-            if old.exists():
-                old.rename(f"{backup}{suffix}")
+        for old in leftovers:
+            old.rename(f"{backup}{old.name[len(CATALOG_FILE):]}")
     fsync_path(temp)  # the file's bytes, then its new name
     os.replace(temp, catalog_path)
     fsync_path(catalog_path.parent)

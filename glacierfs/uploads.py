@@ -46,19 +46,31 @@ class Upload:
 
 def journaled_upload_ids(cache_dir: Path) -> set[str] | None:
     """The upload ids in the journal of the catalog in `cache_dir`; None if there is none."""
+    rows = _journal_rows(cache_dir, "SELECT upload_id FROM uploads WHERE upload_id IS NOT NULL")
+    return None if rows is None else {upload_id for (upload_id,) in rows}
+
+
+def unfinished_uploads(cache_dir: Path) -> int:
+    """How many files the journal of the catalog in `cache_dir` still has to upload (their
+    parts wait in the cache for a mount to finish them)."""
+    rows = _journal_rows(cache_dir, "SELECT COUNT(*) FROM uploads")
+    return rows[0][0] if rows else 0
+
+
+def _journal_rows(cache_dir: Path, sql: str) -> list[tuple] | None:
+    """The rows of a query on the journal, read-only; None without a catalog."""
     path = cache_dir / CATALOG_FILE
     if not path.is_file():
         return None
     try:
         conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
-            rows = conn.execute("SELECT upload_id FROM uploads WHERE upload_id IS NOT NULL")
-            return {upload_id for (upload_id,) in rows}
+            return conn.execute(sql).fetchall()
         finally:
             conn.close()
     except sqlite3.OperationalError as error:
         if "no such table" in str(error):  # a catalog from before the journal
-            return set()
+            return []
         raise UserError(f"cannot read the catalog {path}: {error}", exit_code=1) from None
 
 

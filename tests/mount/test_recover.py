@@ -255,6 +255,42 @@ def test_recover_refuses_an_unknown_vault_and_an_existing_catalog(mount, serve, 
     assert os.listdir(m2.path) == ["f.txt"]
 
 
+def test_recover_force_refuses_a_cache_with_unfinished_uploads(mount, serve):
+    # The file's only copy is in the cache, named by the old catalog's journal: a new catalog
+    # would have the next mount remove it as a leftover.
+    m = mount("--async-close")
+    m.set_faults("UploadArchive:500:#1+")
+    try:
+        (m.path / "precious.txt").write_bytes(b"only in the cache")
+        assert m.umount().returncode == 1  # the upload waits in the cache
+        result = glacierfs_cmd(serve, "recover", m.vault, m.cache_dir, "--force")
+        assert_refused(result, "1 upload(s)", "mount it once")
+        assert not [p for p in os.listdir(m.cache_dir) if ".before-recover-" in p]
+    finally:
+        m.set_faults("")
+    again = mount(cache_dir=m.cache_dir)
+    assert (again.path / "precious.txt").read_bytes() == b"only in the cache"
+    assert again.umount().returncode == 0
+    assert retrieve(m.glacier, m.vault, by_description_path(m.glacier, m.vault)[
+        "precious.txt"]["ArchiveId"]) == b"only in the cache"
+
+
+def test_a_log_left_without_its_catalog_is_not_played_into_the_recovered_one(mount, serve):
+    m = mount()
+    (m.path / "kept.txt").write_bytes(b"kept")
+    assert m.umount().returncode == 0  # the snapshot has kept.txt
+    again = mount(cache_dir=m.cache_dir)
+    (again.path / "local-only").mkdir()  # in the catalog's WAL only: the daemon is killed
+    kill9(again)
+    os.unlink(m.cache_dir / "catalog.sqlite3")  # a user cleaning up, leaving -wal and -shm
+    assert (m.cache_dir / "catalog.sqlite3-wal").exists()
+    result = glacierfs_cmd(serve, "recover", m.vault, m.cache_dir)
+    assert result.returncode == 0, result.stderr
+    assert "kept as" in result.stdout  # the stray log is kept aside, not played
+    third = mount(cache_dir=m.cache_dir)
+    assert sorted(os.listdir(third.path)) == ["kept.txt"]
+
+
 def test_a_corrupt_snapshot_is_refused(mount, serve):
     m = mount()
     (m.path / "f.txt").write_bytes(b"f")
