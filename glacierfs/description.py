@@ -17,7 +17,10 @@ import re
 MAX_DESCRIPTION = 1024
 
 
-_RSYNC_TEMP = re.compile(rb"\.(.+)\.[A-Za-z0-9]{6}")
+# rsync's XXXXXX is mkstemp's: six of [A-Za-z0-9]. Six lowercase letters are far likelier a
+# word (`.env.sample`, `.config.backup`) than a temporary's suffix (1 in 180 of those). A name
+# may hold a newline (DOTALL).
+_RSYNC_TEMP = re.compile(rb"\.(.+)\.(?![a-z]{6}\Z)[A-Za-z0-9]{6}", re.DOTALL)
 # rsync cuts NAME in its temporary name to 246 bytes (receiver.c get_tmpname), so a NAME of
 # that length may be the start of a longer one.
 RSYNC_NAME_MAX = 246
