@@ -202,6 +202,16 @@ class PartCache:
                 return True
         return False
 
+    def drop_uploaded_copy(self, key: str) -> bool:
+        """Forget the copy of an uploaded part kept for reading (found corrupt); False if the
+        part is not such a copy (unsent parts are never dropped here)."""
+        path = self._cached_path(self.uploaded, key)
+        if path is None:
+            return False
+        os.unlink(path)
+        self.uploaded.delete(key)
+        return True
+
     def drop_uploaded(self) -> bool:
         """The cache disk is full: give up every part kept only for reading (the vault has
         them). False if there was nothing to give up."""

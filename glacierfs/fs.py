@@ -425,11 +425,19 @@ class GlacierFS:
 
     def _verify_part(self, handle: Handle, node: Inode, index: int, path: str,
                      hashes: dict[int, tuple[int, str]]) -> None:
-        """A cached part is read only if it still hashes to what was uploaded."""
+        """A cached part is read only if it still hashes to what was uploaded. A corrupt copy
+        is dropped (this read fails with EIO): the file is then not cached, as after an
+        eviction, so reads say ENODATA and a restore brings the part back from the vault."""
         expected = hashes.get(index)
         if expected is None or treehash.file_hashes(path)[0] != expected[1]:
-            log.error("%s: cached part %d does not match its tree hash; not reading it",
-                      handle.path.decode("utf-8", "backslashreplace"), index)
+            shown = handle.path.decode("utf-8", "backslashreplace")
+            if expected is not None and self.cache.drop_uploaded_copy(f"{node.cache_key}.{index}"):
+                log.error("%s: cached part %d does not match its tree hash; dropped it from "
+                          "the cache (the vault has it: restore the file to read it)",
+                          shown, index)
+            else:
+                log.error("%s: cached part %d does not match its tree hash; not reading it",
+                          shown, index)
             raise FsError(errno.EIO, f"{handle.path!r}: cached part {index} is corrupt")
         handle.verified_parts.add(index)
 

@@ -40,13 +40,17 @@ def test_a_corrupted_cached_part_is_not_read(rig):
 
     fh = rig.fs.open(b"/f", os.O_RDONLY, pid=OPENER)
     assert rig.fs.read(fh, 100, 0) == data[:100]  # part 0 is fine
-    for _ in range(2):
-        with pytest.raises(FsError) as corrupt:
-            rig.fs.read(fh, 100, PART + 10)  # far from the flipped byte, same part
-        assert corrupt.value.errno == errno.EIO
-    with pytest.raises(FsError) as spanning:
-        rig.fs.read(fh, 200, PART - 100)
-    assert spanning.value.errno == errno.EIO
+    with pytest.raises(FsError) as corrupt:
+        rig.fs.read(fh, 100, PART + 10)  # far from the flipped byte, same part
+    assert corrupt.value.errno == errno.EIO
+    # The corrupt copy is dropped: the file is now as if that part had been evicted, so
+    # reads say ENODATA (restore it) and a restore can bring the part back.
+    assert rig.cache.path(f"{node.cache_key}.1") is None
+    assert rig.fs.getxattr(b"/f", "user.glacier.state").startswith(b"archived")
+    for offset, size in [(PART + 10, 100), (PART - 100, 200)]:
+        with pytest.raises(FsError) as dropped:
+            rig.fs.read(fh, size, offset)
+        assert dropped.value.errno == errno.ENODATA
     assert rig.fs.read(fh, 100, 2 * PART) == data[2 * PART:2 * PART + 100]  # part 2 fine
     rig.fs.release(fh)
 
