@@ -176,10 +176,30 @@ class PartCache:
             self.uploaded.set(key, _MovedFile(path))
             self.pending.delete(key)  # removes the row and the pending name
 
+    def room_for_restore(self, incoming: int) -> str | None:
+        """Make room in the uploaded cache for a restored file's `incoming` bytes, all at once
+        (one part at a time, each trim could evict the file's parts adopted before it).
+        Returns why not, evicting nothing: "never" if the cache cannot hold them at all,
+        "now" if the unsent parts leave too little room at the moment."""
+        if not self.can_ever_hold(incoming):
+            return "never"
+        if incoming + self._index_bytes() > self.size_limit - self.reserved:
+            return "now"
+        self._trim_uploaded(incoming)
+        return None
+
+    def can_ever_hold(self, incoming: int) -> bool:
+        """Whether `incoming` restored bytes fit in the cache beside its index at all."""
+        return incoming + self._index_bytes() <= self.size_limit
+
+    def _index_bytes(self) -> int:
+        """The uploaded cache's own SQLite pages, which its size limit counts too."""
+        return self.uploaded.volume() - self.uploaded.reset("size")
+
     def adopt(self, key: str, path: str) -> None:
         """A part restored from the vault (and verified) -> uploaded, by hard link; then the
-        old name goes. Kept for reading like any uploaded part, and evicted the same way."""
-        self._trim_uploaded(incoming=os.path.getsize(path))
+        old name goes. Kept for reading like any uploaded part, and evicted the same way.
+        room_for_restore() made room for the whole file first."""
         self.uploaded.set(key, _MovedFile(path))
         os.unlink(path)
 

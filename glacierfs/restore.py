@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 
 from .config import TIERS, RestoreConfig, tier_named
 from .errors import FsError, errno_for
+from .vault import is_not_found
 
 if TYPE_CHECKING:  # catalog.py imports SCHEMA from here
     from .cache import PartCache
@@ -267,7 +268,7 @@ class Restores:
             if row is not None and self.active(row, node):
                 log.info("%s: being restored already (job %s)", shown, row.job_id)
                 return "restoring"
-            if node.size > self.cache.size_limit:
+            if not self.cache.can_ever_hold(node.size):
                 log.warning("%s: %d bytes cannot be restored into a cache of %d bytes: mount "
                             "with a larger --cache-size", shown, node.size, self.cache.size_limit)
                 raise FsError(errno.EFBIG, f"{path!r} is larger than the cache")
@@ -276,7 +277,9 @@ class Restores:
             except Exception as error:  # noqa: BLE001 - logged; its errno goes to the caller
                 log.warning("%s: could not start a restore (archive %s): %s", shown,
                             node.archive_id, error)
-                raise FsError(errno_for(error), f"{path!r}: InitiateJob failed") from None
+                # The file is there; its archive is not (ENOENT would say the file is gone).
+                code = errno.EIO if is_not_found(error) else errno_for(error)
+                raise FsError(code, f"{path!r}: InitiateJob failed") from None
             self._begin(node, tier, job_id)
         finally:
             with self._lock:

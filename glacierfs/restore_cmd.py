@@ -108,8 +108,10 @@ def run(paths: tuple[Path, ...], tier: str, wait: bool) -> None:
         if kind != "fuse.glacierfs":
             raise UserError(f"{path} is not inside a glacierfs mount (it is on {point}, "
                             f"{kind})")
-        if not os.path.lexists(path):
-            raise UserError(f"{path}: no such file or directory")
+        try:
+            os.lstat(path)  # its own error: a dead mount says "not connected", not missing
+        except OSError as error:
+            raise UserError(f"{path}: {error.strerror}") from None
         targets += files_under(path)
     counts: Counter[str] = Counter()
     failed: list[str] = []
@@ -129,8 +131,9 @@ def run(paths: tuple[Path, ...], tier: str, wait: bool) -> None:
                f"{counts['restoring']} being restored already, {counts['cached']} cached, "
                f"{counts['uploading']} being written" + (f", {len(failed)} refused"
                                                          if failed else ""))
-    if wait:
-        failed += _wait([path for path in targets if path in sizes], sizes)
+    if wait:  # a refused file is counted once, not followed
+        failed += _wait([path for path in targets if path in sizes
+                         and str(path) not in failed], sizes)
     if failed:
         raise UserError(f"{len(failed)} of {len(targets)} file(s) not restored", exit_code=1)
 

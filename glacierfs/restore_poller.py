@@ -178,6 +178,10 @@ class Poller:
         try:
             job_id = self.vault.initiate_retrieval(row.archive_id, row.tier)
         except Exception as error:  # noqa: BLE001 - next round tries again
+            if is_not_found(error):  # no job will ever bring it back
+                self._fail(row, f"{reason}; the vault no longer has archive {row.archive_id}",
+                           shown)
+                return None
             log.warning("%s: %s; a new job could not be started yet: %s", shown, reason, error)
             self.restores.update(row.ino, error=f"{reason}; InitiateJob: {error}")
             return None
@@ -329,6 +333,17 @@ class Poller:
             raise _RestoreFailed(f"the parts combine to tree hash {archive_hash}, the archive's "
                                  f"is {row.tree_hash}")
         if self._current(row, shown) is None:
+            return
+        incoming = sum(os.path.getsize(path) for _, path, staged in paths if staged)
+        if (short := self.cache.room_for_restore(incoming)) is not None:
+            if short == "never":
+                raise _RestoreFailed(f"the cache cannot hold its {incoming} bytes beside its "
+                                     f"index (--cache-size {self.cache.size_limit}); mount "
+                                     "with a larger --cache-size")
+            reason = "waiting for room in the cache (parts not uploaded yet hold it)"
+            if row.error != reason:  # said once, not at every poll
+                log.warning("%s: downloaded and verified; %s", shown, reason)
+                self.restores.update(row.ino, error=reason)
             return
         for key, path, staged in paths:
             if staged:
