@@ -7,6 +7,7 @@ our UserError alike. A traceback means a bug.
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import math
 import os
@@ -151,6 +152,17 @@ def serve(data_dir: Path, log_level: str, **options) -> None:
 def vault_options(command):
     """The options that say which vault, with which credentials, and which cache: shared by
     `mount` and `uploads`, which must agree on them."""
+
+    run = command
+
+    @functools.wraps(run)
+    def one_service(*args, **kwargs):
+        if kwargs.get("local_dir") is not None and kwargs.get("endpoint_url") is not None:
+            raise click.UsageError("--local runs its own vault service, so it cannot be "
+                                   "combined with --endpoint-url")
+        return run(*args, **kwargs)
+
+    command = one_service
     for option in reversed([
         click.option("--endpoint-url",
                      help="Glacier endpoint (default: the AWS one for the region)."),
@@ -205,8 +217,9 @@ def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
               help="FUSE mount options, comma-separated (e.g. allow_other).")
 @click.option("--snapshot-interval", default=DEFAULT_SNAPSHOT_MINUTES, show_default=True,
               type=Finite(0, 365 * DAY / 60), metavar="MINUTES",
-              help="Upload a snapshot of the catalog this often while it changes (and always "
-                   "at unmount); 0 = only at unmount. `glacierfs recover` restores it.")
+              help="Upload a snapshot of the catalog this often while it changes (and at "
+                   "unmount, if it changed); 0 = only at unmount. `glacierfs recover` "
+                   "restores it.")
 def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_vault, local_dir,
           cache_dir, cache_size, part_size, upload_threads, async_close, abort_orphans,
           allow_non_empty,

@@ -52,7 +52,9 @@ def writer_line(writer: dict, width: int, ascii: bool) -> str:
         parts += f" ({', '.join(busy)})"
     rate = writer.get("rate") or 0.0
     speed = f"{human(rate)}/s"
-    state = "closing" if writer["state"] == "closing" else "writing"
+    # A failed writer in the status is an --async-close upload waiting to be tried again.
+    state = {"closing": "closing", "failed": "failed, tried again soon"}.get(writer["state"],
+                                                                            "writing")
     if rate and size > done and state == "closing":  # while writing, the size still grows
         speed += f", {tqdm.format_interval((size - done) / rate)} left"
     text = f"{human(done)} of {human(size)}, {parts}, {speed}, {state}"

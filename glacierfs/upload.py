@@ -307,6 +307,9 @@ class FileUpload:
     def _reopen(self, part: Part) -> None:
         """Write again into a part that was sealed: only while the cache still holds it."""
         if not self.cache.unseal(part.key, durable=self._has_synced_bytes(part)):
+            log.warning("%s: a write into part %d refused (ENOTSUP): that part is in the "
+                        "vault and no longer cached, so it cannot be rewritten", self.path,
+                        part.index)
             raise FsError(errno.ENOTSUP, f"{self.path}: part {part.index} is already in the "
                           "vault and no longer cached; glacierfs cannot rewrite it")
         if part.state == "uploaded":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import random
 import threading
 import time
@@ -225,7 +226,7 @@ def test_rewrite_inside_an_uploaded_part_while_cached_sends_it_again(rig, synced
     assert rig.read_all(b"/f") == new
 
 
-def test_rewrite_of_an_evicted_part_is_refused(make_fs):
+def test_rewrite_of_an_evicted_part_is_refused(make_fs, caplog):
     rig = make_fs(cache_parts=2)  # only two parts fit: early parts leave the cache
     data = payload(6 * PART, 33)
     fh = rig.fs.create(b"/f", 0o644, 0, 0, pid=OPENER)
@@ -234,9 +235,12 @@ def test_rewrite_of_an_evicted_part_is_refused(make_fs):
     wait_for(lambda: writer.parts[0].state == "uploaded", what="part 0 uploaded")
     assert rig.cache.path(f"{writer.cache_key}.0") is None  # evicted
 
-    with pytest.raises(FsError) as refused:
+    with (caplog.at_level(logging.WARNING, logger="glacierfs.upload"),
+          pytest.raises(FsError) as refused):
         rig.fs.write(fh, b"new bytes!", 5)
     assert refused.value.errno == errno.ENOTSUP
+    [line] = [r.getMessage() for r in caplog.records if "ENOTSUP" in r.getMessage()]
+    assert line.startswith("/f: a write into part 0 refused")  # the log line SEMANTICS names
     # the refused write changed nothing: the file is still completed with what was written
     rig.fs.flush(fh, pid=OPENER)
     rig.fs.release(fh)

@@ -46,10 +46,11 @@ def attempt(tmp_path, serve):
             mountpoint = tmp_path / "mnt"
             mountpoint.mkdir(exist_ok=True)
         tried.append(mountpoint)
+        # --local brings its own service: no endpoint then
+        where = [] if "--local" in extra else ["--endpoint-url", endpoint or serve.endpoint_url]
         result = run_glacierfs(
-            "mount", vault, str(mountpoint), "--endpoint-url", endpoint or serve.endpoint_url,
-            "--cache-dir", str(tmp_path / "cache"), *extra,
-            env=env or aws_env(serve.data_dir), timeout=120)
+            "mount", vault, str(mountpoint), *where, "--cache-dir", str(tmp_path / "cache"),
+            *extra, env=env or aws_env(serve.data_dir), timeout=120)
         assert mounts_under(tmp_path) == []  # nothing mounted (other tests may mount elsewhere)
         return result
 
@@ -175,6 +176,10 @@ def test_a_cache_or_local_dir_inside_the_mount_point_is_refused(attempt, tmp_pat
      ["profile (nosuch) could not be found"]),
     (["mount", "v", ".", "--region", "../x", "--cache-dir", "{tmp}/cache"],
      ["region_name '../x'"]),
+    (["mount", "v", "{tmp}", "--local", "{tmp}/l", "--endpoint-url", "http://127.0.0.1:1"],
+     ["--local", "--endpoint-url"]),
+    (["uploads", "v", "--local", "{tmp}/l", "--endpoint-url", "http://127.0.0.1:1"],
+     ["--local", "--endpoint-url"]),
 ])
 def test_mistakes_in_the_command_line_are_refused_before_anything_runs(argv, words, tmp_path):
     cwd = tmp_path / "cwd"

@@ -248,8 +248,9 @@ def test_recover_refuses_an_unknown_vault_and_an_existing_catalog(mount, serve, 
 
     result = glacierfs_cmd(serve, "recover", m.vault, m.cache_dir, "--force")
     assert result.returncode == 0, result.stderr
-    backups = [p for p in os.listdir(m.cache_dir) if ".before-recover-" in p]
-    assert len(backups) == 1 and backups[0].startswith("catalog.sqlite3")
+    backups = sorted(p for p in os.listdir(m.cache_dir) if ".before-recover-" in p)
+    assert backups[0].startswith("catalog.sqlite3.before-recover-")  # with its -wal, -shm
+    assert {p.removeprefix(backups[0]) for p in backups} <= {"", "-wal", "-shm"}
     assert "kept as" in result.stdout
     m2 = mount(cache_dir=m.cache_dir)
     assert os.listdir(m2.path) == ["f.txt"]

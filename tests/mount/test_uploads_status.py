@@ -343,6 +343,12 @@ def test_umount_fails_while_an_upload_is_left_for_the_next_mount(mount, tmp_path
     m.set_faults("UploadArchive:404:#1+")
     try:
         subprocess.run(["cp", tmp_path / "kept", m.path / "kept.bin"], check=True, timeout=60)
+
+        def failure_shown():  # status says so (it showed "writing")
+            shown = run_glacierfs("status", str(m.path), env=m.env).stdout.splitlines()
+            return any(line.startswith("kept.bin") and line.endswith(
+                ", failed, tried again soon") for line in shown)
+        wait_for(failure_shown, "status to show the failed upload")
         done = run_glacierfs("umount", str(m.path), env=m.env)
     finally:
         m.set_faults("")
