@@ -11,7 +11,6 @@ once the mount is live, printing what recovery did.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import hashlib
 import logging
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 from .cache import PartCache
 from .catalog import Catalog
 from .config import DEFAULT_SNAPSHOT_MINUTES, CacheConfig, RestoreConfig, VaultConfig
+from .dirlock import DirLock
 from .errors import UserError
 from .fs import GlacierFS
 from .recovery import find_orphans, recover
@@ -134,20 +134,10 @@ def _check_mountpoint(mountpoint: Path) -> None:
         raise UserError(f"mount point {mountpoint} is not writable by you")
 
 
-class _CacheLock:
+def cache_lock(directory: Path) -> DirLock:
     """One mount per cache dir: a second would corrupt the catalog and the part files."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise UserError(f"cache dir {directory} is in use by another glacierfs mount")
-
-    def release(self) -> None:
-        os.close(self.fd)
+    return DirLock(directory, "lock", f"cache dir {directory} is in use by another glacierfs "
+                                      "mount")
 
 
 def _local_server(local_dir: Path):
@@ -175,7 +165,7 @@ def check_paths(options: MountOptions) -> None:
 def check(options: MountOptions) -> None:
     """Everything that can be refused, refused before mounting."""
     check_paths(options)
-    _CacheLock(options.cache.directory).release()
+    cache_lock(options.cache.directory).release()
     if options.local_dir is not None:
         with _local_server(options.local_dir) as server:
             Vault(options.vault, reach=server.client_kwargs()).check(create=True)
@@ -342,7 +332,7 @@ def _open(options: MountOptions, state: dict) -> tuple[GlacierFS, list[str]]:
     """Open the cache, catalog and vault (in this process, which will serve the mount), finish
     what a crash left, and look for orphan uploads. Returns the filesystem and notices for
     the user."""
-    state["lock"] = _CacheLock(options.cache.directory)
+    state["lock"] = cache_lock(options.cache.directory)
     threads = options.cache.upload_threads
     if options.local_dir is not None:
         state["server"] = _local_server(options.local_dir).start()

@@ -38,7 +38,7 @@ from .cache import fsync_path
 from .catalog import Catalog
 from .config import VaultConfig, format_size
 from .errors import UserError
-from .mount import _CacheLock
+from .mount import cache_lock
 from .naming import Namer, Placed, creation_ns
 from .snapshot import Snapshot, described, ensure_schema, record
 from .uploads import CATALOG_FILE, open_vault, unfinished_uploads
@@ -68,7 +68,7 @@ def run(config: VaultConfig, cache_dir: Path, local_dir: Path | None, force: boo
     if catalog_path.exists() and not force:
         raise UserError(f"{cache_dir} already has a catalog ({CATALOG_FILE}); --force "
                         "replaces it (keeping it as a backup)")
-    lock = _CacheLock(cache_dir)  # refuses while a mount uses this cache dir
+    lock = cache_lock(cache_dir)  # refuses while a mount uses this cache dir
     try:
         # Their parts are in this cache and only the old catalog's journal names them: a new
         # catalog would make the next mount remove them as leftovers.

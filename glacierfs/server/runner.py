@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cheroot import wsgi
 
+from ..dirlock import DirLock
 from ..errors import UserError
 from .app import GlacierApp, InjectedDrop
 from .auth import Credentials
@@ -106,38 +107,52 @@ class LocalVaultServer:
         self.app: GlacierApp | None = None
         self._http: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._lock: DirLock | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> "LocalVaultServer":
-        self.app = GlacierApp(self.config, self.credentials)
-        self._http = _HTTPServer(
-            (self.config.host, self.config.port), self.app, numthreads=self.config.threads,
-            server_name="glacierfs",
-        )
-        self._http.gateway = _Gateway
-        # cheroot's select timeout, which is also how long stop() waits: 0.5 s by default.
-        self._http.expiration_interval = 0.05
-        # Parts are up to 4 GiB; cheroot's own body limit would refuse them.
-        self._http.max_request_body_size = 0
-        if self.config.port:
-            # A service restarted after kill -9 gets its port back at once: the killed one's
-            # connections can hold it for minutes (FIN-WAIT, while clients have not noticed).
-            # SO_REUSEPORT would also let two live services share the port, so refuse that.
-            _refuse_if_listening(self.config.host, self.config.port)
-            self._http.reuse_port = True
+        # Two services on one data dir would sweep each other's blobs being written.
+        data_dir = Path(self.config.data_dir)
+        self._lock = DirLock(data_dir, "serve.lock",
+                             f"{data_dir} is served by another glacierfs process already "
+                             "(`glacierfs serve`, or a mount with --local); reach it with the "
+                             f"endpoint_url in {data_dir / CONFIG_FILE}")
         try:
-            self._http.prepare()
-        except OSError as error:
-            self.app.close()
-            raise UserError(
-                f"cannot listen on {self.config.host}:{self.config.port}: {error.strerror or error}"
-            ) from None
+            self._listen()
+        except BaseException:
+            self.stop()
+            raise
         self._thread = threading.Thread(target=self._http.serve, name="glacierfs-serve",
                                         daemon=True)
         self._thread.start()
         self._write_cli_config()
         return self
+
+    def _listen(self) -> None:
+        self.app = GlacierApp(self.config, self.credentials)
+        http = _HTTPServer(
+            (self.config.host, self.config.port), self.app, numthreads=self.config.threads,
+            server_name="glacierfs",
+        )
+        http.gateway = _Gateway
+        # cheroot's select timeout, which is also how long stop() waits: 0.5 s by default.
+        http.expiration_interval = 0.05
+        # Parts are up to 4 GiB; cheroot's own body limit would refuse them.
+        http.max_request_body_size = 0
+        if self.config.port:
+            # A service restarted after kill -9 gets its port back at once: the killed one's
+            # connections can hold it for minutes (FIN-WAIT, while clients have not noticed).
+            # SO_REUSEPORT would also let two live services share the port, so refuse that.
+            _refuse_if_listening(self.config.host, self.config.port)
+            http.reuse_port = True
+        try:
+            http.prepare()
+        except OSError as error:
+            raise UserError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {error.strerror or error}"
+            ) from None
+        self._http = http
 
     def stop(self) -> None:
         if self._http is not None:
@@ -149,6 +164,9 @@ class LocalVaultServer:
         if self.app is not None:
             self.app.close()
             self.app = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> "LocalVaultServer":
         return self.start()

@@ -286,7 +286,22 @@ def test_local_mount_keeps_its_catalog(tmp_path):
         assert (mountpoint / "dir" / "small.txt").stat().st_size == len(small)
         assert (mountpoint / "big.bin").read_bytes() == data  # still in the cache
 
-    mounted_session(first)
+    def another_local_mount_of_the_same_dir_is_refused():
+        # two services on one data dir would sweep each other's blobs
+        other = tmp_path / "mnt-2"
+        other.mkdir()
+        try:
+            result = run_glacierfs("mount", "other", str(other), "--local", str(local),
+                                   env=env)
+            assert_refused(result, "served by another glacierfs process")
+            assert mounts_under(tmp_path) == [str(mountpoint)]
+        finally:
+            if is_mounted(other):  # mounted by mistake: taken away all the same
+                pid_path = pid_file(other)
+                force_unmount(other, int(pid_path.read_text()) if pid_path.exists() else None)
+        first()
+
+    mounted_session(another_local_mount_of_the_same_dir_is_refused)
     assert local.is_dir() and any(local.iterdir())
     assert (cache / "catalog.sqlite3").exists()
     mounted_session(second)

@@ -86,6 +86,21 @@ def test_restart_reuses_credentials(serve_process, tmp_path):
     assert names == ["survivor"]
 
 
+def test_a_second_service_on_one_data_dir_is_refused(serve_process, tmp_path):
+    # It would sweep the first one's blobs as they are written (and each other's leftovers).
+    data_dir = tmp_path / "data"
+    first = serve_process(data_dir=data_dir)
+    result = _glacierfs("serve", "--data-dir", str(data_dir))
+    assert result.returncode != 0 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"glacierfs: {data_dir} is served by another glacierfs process")
+    first.client().create_vault(vaultName="still-served")
+    assert first.stop() == 0
+    second = serve_process(data_dir=data_dir)  # the lock went with the first process
+    assert [v["VaultName"] for v in second.client().list_vaults()["VaultList"]] == [
+        "still-served"]
+
+
 def test_explicit_keys_are_used(serve_process, tmp_path):
     import boto3
     from botocore.config import Config
