@@ -30,6 +30,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import botocore.exceptions
 import click
 
 from . import jobs
@@ -42,7 +43,7 @@ from .mount import cache_lock
 from .naming import Namer, Placed, creation_ns
 from .snapshot import Snapshot, described, ensure_schema, record
 from .uploads import CATALOG_FILE, open_vault, unfinished_uploads
-from .vault import user_errors
+from .vault import is_not_found, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,10 @@ def _build(vault, listing: jobs.Inventory, temp: Path, cache_dir: Path, tier: st
                                       a.get("CreationDate") or ""))
     outcome = Outcome()
     if snapshots:
-        newest = snapshots[-1]
+        newest = _restore_newest(vault, snapshots, temp, cache_dir, tier, poll_interval)
+        snapshots = snapshots[:snapshots.index(newest) + 1]  # the newer ones left the vault
         outcome.snapshot = newest
         outcome.created = described(newest["ArchiveDescription"])["created"]
-        _restore(vault, newest, temp, cache_dir, tier, poll_interval)
     catalog = Catalog(temp, os.getuid(), os.getgid())
     try:
         ensure_schema(catalog.db)
@@ -124,6 +125,24 @@ def _build(vault, listing: jobs.Inventory, temp: Path, cache_dir: Path, tier: st
     finally:
         catalog.close()
     return outcome
+
+
+def _restore_newest(vault, snapshots: list[dict], temp: Path, cache_dir: Path, tier: str,
+                    poll_interval: float) -> dict:
+    """Restore the newest snapshot the vault still has, and return it. The inventory is about
+    a day old: a mount may have replaced and deleted the newest one it lists since."""
+    for archive in reversed(snapshots):
+        try:
+            _restore(vault, archive, temp, cache_dir, tier, poll_interval)
+            return archive
+        except botocore.exceptions.ClientError as error:
+            if not is_not_found(error):
+                raise
+            _note(f"the catalog snapshot of {described(archive['ArchiveDescription'])['created']}"
+                  " is no longer in the vault; trying the one before it")
+    raise UserError("none of the catalog snapshots in the inventory is in the vault any more; "
+                    "run recover again once Glacier's next inventory lists the newer ones "
+                    "(about a day)", exit_code=1)
 
 
 def _restore(vault, archive: dict, temp: Path, cache_dir: Path, tier: str,
@@ -179,13 +198,16 @@ def _settle_snapshot(catalog: Catalog, conn, by_id: dict[str, dict], snapshots: 
     changes = conn.execute("SELECT count FROM catalog_changes").fetchone()["count"]
     newest = snapshots[-1]
     copied = described(newest["ArchiveDescription"])
+    # The copy names the snapshots before it as they were then: keep those the vault has.
+    for row in conn.execute("SELECT archive_id FROM catalog_snapshots").fetchall():
+        if row["archive_id"] not in by_id:
+            conn.execute("DELETE FROM catalog_snapshots WHERE archive_id = ?",
+                         (row["archive_id"],))
     # The copy cannot know its own archive. Record it (its `changes` those of the copy, so the
-    # changes made here count as new: the next mount snapshots them) and doom the others.
-    record(catalog, Snapshot(newest["ArchiveId"], copied["created"], int(newest["Size"]),
-                             newest["SHA256TreeHash"], changes, copied["path"]))
-    for older in snapshots[:-1]:
-        catalog.journal.doom(older["ArchiveId"],
-                             described(older["ArchiveDescription"])["path"].encode())
+    # changes made here count as new: the next mount snapshots them), with the older ones,
+    # which are doomed as a mount dooms them.
+    record(catalog, _snapshot(newest, changes),
+           older=[_snapshot(archive, changes=-1) for archive in snapshots[:-1]])
     known = {row["archive_id"] for row in conn.execute(
         "SELECT archive_id FROM inodes WHERE archive_id IS NOT NULL")}
     known |= {archive_id for archive_id, _ in catalog.journal.doomed()}
@@ -195,6 +217,13 @@ def _settle_snapshot(catalog: Catalog, conn, by_id: dict[str, dict], snapshots: 
     newer = [a for a in unknown if creation_ns(a) > since]
     outcome.left_alone = len(unknown) - len(newer)
     return newer
+
+
+def _snapshot(archive: dict, changes: int) -> Snapshot:
+    """An inventory entry of a catalog snapshot as snapshot.record takes it."""
+    fields = described(archive["ArchiveDescription"])
+    return Snapshot(archive["ArchiveId"], fields["created"], int(archive["Size"]),
+                    archive["SHA256TreeHash"], changes, fields["path"])
 
 
 def _remove(path: Path) -> None:

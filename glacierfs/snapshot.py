@@ -13,7 +13,8 @@ Lifecycle (docs/design.md, "Catalog snapshots"):
    glacierfs recognises ("glacierfs": "catalog"). It has no inode: never in the namespace,
    never counted.
 4. One transaction records it in `catalog_snapshots` and dooms (journal.py) every older
-   snapshot; those are deleted after the commit, like any doomed archive.
+   snapshot whose successor is KEEP_REPLACED old; those are deleted after the commit, like any
+   doomed archive.
 
 A failure is a log line; the catalog stays "changed", so the next interval (or unmount, or
 the next mount) tries again. Unmount waits for the upload but never fails because of it.
@@ -36,12 +37,17 @@ from .treehash import TreeHasher, combine_hex, file_hashes
 log = logging.getLogger(__name__)
 
 KIND = "catalog"
+# A replaced snapshot stays in the vault until the one after it is this old. `glacierfs
+# recover` finds snapshots in an inventory, which Glacier takes about once a day: the newest
+# snapshot an inventory lists must still be there when recover asks for it. Deleting one
+# sooner would save nothing: Glacier charges every archive for at least 90 days.
+KEEP_REPLACED = dt.timedelta(days=2)
 SNAPSHOT_DIR = ".glacierfs"  # the "path" prefix in descriptions; never a real directory
 
 SCHEMA = [
     """
-    -- The catalog's newest complete snapshot in the vault (snapshot.py). Older ones are
-    -- doomed (doomed_archives) in the transaction that records a newer one.
+    -- The catalog's complete snapshots in the vault (snapshot.py): the newest is current. An
+    -- older one is doomed (doomed_archives) once the one after it is KEEP_REPLACED old.
     CREATE TABLE IF NOT EXISTS catalog_snapshots (
         archive_id TEXT PRIMARY KEY,
         created    TEXT NOT NULL,      -- when the copy was taken (UTC), as in its description
@@ -248,18 +254,24 @@ class Snapshotter:
         return snapshot
 
 
-def record(catalog, snapshot: Snapshot) -> list[str]:
-    """In one transaction: `snapshot` is the catalog's snapshot, and every older one is
-    doomed. Returns the doomed archive ids (to delete after the commit)."""
+def record(catalog, snapshot: Snapshot, older: list[Snapshot] = ()) -> list[str]:
+    """In one transaction: `snapshot` is the catalog's newest snapshot (`older`: ones it does
+    not know yet, as recover finds them), and every snapshot whose successor is KEEP_REPLACED
+    old is doomed. Returns the doomed archive ids (to delete after the commit)."""
     # Durable: after a power cut the catalog still names its snapshot (else it is a stray).
     with catalog.db.transaction(durable=True) as conn:
-        older = conn.execute("SELECT archive_id, created FROM catalog_snapshots").fetchall()
-        for row in older:
+        for row in (*older, snapshot):
+            conn.execute("INSERT OR REPLACE INTO catalog_snapshots (archive_id, created, size, "
+                         "tree_hash, changes) VALUES (?, ?, ?, ?, ?)",
+                         (row.archive_id, row.created, row.size, row.tree_hash, row.changes))
+        rows = conn.execute("SELECT archive_id, created FROM catalog_snapshots "
+                            "ORDER BY created").fetchall()
+        replaced_before = _stamp(dt.datetime.now(dt.timezone.utc) - KEEP_REPLACED)
+        doomed = [row for row, successor in zip(rows, rows[1:])
+                  if successor["created"] <= replaced_before]
+        for row in doomed:
             catalog.journal.doom(row["archive_id"], f"{SNAPSHOT_DIR}/catalog of {row['created']}"
-                            .encode())
-        conn.execute("DELETE FROM catalog_snapshots")
-        conn.execute("INSERT INTO catalog_snapshots (archive_id, created, size, tree_hash, "
-                     "changes) VALUES (?, ?, ?, ?, ?)",
-                     (snapshot.archive_id, snapshot.created, snapshot.size, snapshot.tree_hash,
-                      snapshot.changes))
-    return [row["archive_id"] for row in older]
+                                 .encode())
+            conn.execute("DELETE FROM catalog_snapshots WHERE archive_id = ?",
+                         (row["archive_id"],))
+    return [row["archive_id"] for row in doomed]

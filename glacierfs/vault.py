@@ -277,9 +277,10 @@ def user_errors(vault: str, missing: str = "") -> Iterator[None]:
         raise UserError(f"cannot reach the Glacier endpoint: {error}") from None
     except botocore.exceptions.ClientError as error:
         code = error.response["Error"]["Code"]
-        if code == "ResourceNotFoundException":
+        message = error.response["Error"].get("Message", "")
+        # Not found may be the vault, or an archive or job in it: the message says which.
+        if code == "ResourceNotFoundException" and ("vault" in message.lower() or not message):
             raise UserError(f"vault {vault!r} does not exist{missing}") from None
-        raise UserError(f"vault {vault!r}: {code}: "
-                        f"{error.response['Error'].get('Message', '')}") from None
+        raise UserError(f"vault {vault!r}: {code}: {message}") from None
     except botocore.exceptions.BotoCoreError as error:
         raise UserError(f"cannot use vault {vault!r}: {error}") from None

@@ -1,9 +1,10 @@
 """Catalog snapshots (snapshot.py) from the core, without a kernel, against a real local vault:
-taken only after a change, older ones deleted once a newer one is recorded, multipart above
-the part size, and a failed upload is a log line and a retry."""
+taken only after a change, an older one deleted once the one after it is two days old,
+multipart above the part size, and a failed upload is a log line and a retry."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 import logging
@@ -29,7 +30,7 @@ def snapshot_archives(rig) -> list[dict]:
             if snapshot.described(a["ArchiveDescription"])]
 
 
-def test_a_snapshot_only_after_a_change_and_the_older_one_goes(rig, tmp_path):
+def test_a_snapshot_only_after_a_change_and_the_older_one_stays_for_now(rig, tmp_path):
     rig.store(b"/a", payload(1000))
     taker = snapshotter(rig, tmp_path)
     first = taker.take_if_changed()
@@ -39,8 +40,9 @@ def test_a_snapshot_only_after_a_change_and_the_older_one_goes(rig, tmp_path):
     second = taker.take_if_changed()
     assert second is not None and second.archive_id != first.archive_id
 
-    [archive] = snapshot_archives(rig)
-    assert archive["ArchiveId"] == second.archive_id  # the first was deleted
+    # The first stays: the second is not two days old (an inventory may list only the first).
+    kept, archive = sorted(snapshot_archives(rig), key=lambda a: a["CreationDate"])
+    assert (kept["ArchiveId"], archive["ArchiveId"]) == (first.archive_id, second.archive_id)
     assert rig.fs.journal.doomed() == []
     fields = json.loads(archive["ArchiveDescription"])
     assert fields["glacierfs"] == "catalog" and fields["created"] == second.created
@@ -53,8 +55,29 @@ def test_a_snapshot_only_after_a_change_and_the_older_one_goes(rig, tmp_path):
         # The copy records the previous snapshot: the newest is known only to the catalog.
         assert [r[0] for r in conn.execute("SELECT archive_id FROM catalog_snapshots")] == [
             first.archive_id]
-    rows = rig.fs.catalog.db.query("SELECT archive_id FROM catalog_snapshots")
-    assert [r["archive_id"] for r in rows] == [second.archive_id]
+    rows = rig.fs.catalog.db.query("SELECT archive_id FROM catalog_snapshots ORDER BY created")
+    assert [r["archive_id"] for r in rows] == [first.archive_id, second.archive_id]
+
+
+def test_a_snapshot_goes_once_the_one_after_it_is_two_days_old(rig, tmp_path):
+    taker = snapshotter(rig, tmp_path)
+    taken = []
+    for name in (b"/a", b"/b", b"/c"):
+        rig.fs.mkdir(name, 0o755, 0, 0)
+        taken.append(taker.take_if_changed())
+        if len(taken) == 2:  # make the first two look three and two and a half days old
+            with rig.fs.catalog.db.transaction() as conn:
+                for snap, hours in zip(taken, (72, 60)):
+                    conn.execute("UPDATE catalog_snapshots SET created = ? WHERE archive_id = ?",
+                                 (snapshot._stamp(dt.datetime.now(dt.timezone.utc)
+                                                  - dt.timedelta(hours=hours)),
+                                  snap.archive_id))
+    # The first's successor is 60 h old: doomed and deleted. The second's successor is new.
+    assert rig.fs.journal.doomed() == []
+    assert {a["ArchiveId"] for a in snapshot_archives(rig)} == {
+        taken[1].archive_id, taken[2].archive_id}
+    rows = rig.fs.catalog.db.query("SELECT archive_id FROM catalog_snapshots ORDER BY created")
+    assert [r["archive_id"] for r in rows] == [taken[1].archive_id, taken[2].archive_id]
 
 
 def test_a_snapshot_over_the_part_size_goes_up_in_parts(rig, tmp_path):

@@ -11,12 +11,14 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import time
 
 import pytest
 
 from glacierfs.treehash import tree_hash
-from tests.mount.crash_helpers import kill9
+from tests.mount.conftest import GLACIERFS, aws_env
+from tests.mount.crash_helpers import kill9, wait_for
 from tests.mount.mount_helpers import PART, pattern
 from tests.mount.recover_helpers import (
     by_description_path,
@@ -73,7 +75,8 @@ def test_a_tree_survives_losing_the_cache_dir(mount):
         names = {row[0] for row in conn.execute("SELECT name FROM entries")}
     assert {b"top.txt", b"multi.bin", b"link", b"tiny"} <= names
 
-    # A second mount with a change: a new snapshot replaces the first.
+    # A second mount with a change: a new snapshot. The first stays in the vault until the
+    # second is two days old (an inventory, a day old, may list only the first).
     m2 = mount(cache_dir=m.cache_dir)
     assert tree(m2.path) == before
     assert sorted(os.listdir(m2.path)) == ["a", "top.txt"]  # the snapshot is not a file
@@ -83,8 +86,8 @@ def test_a_tree_survives_losing_the_cache_dir(mount):
     os.utime(m2.path / "later.txt", ns=(T0, T0 + 99))
     expected = tree(m2.path)
     assert m2.umount().returncode == 0
-    [second] = snapshots(m.glacier, m.vault)
-    assert second["ArchiveId"] != first["ArchiveId"]
+    kept, second = sorted(snapshots(m.glacier, m.vault), key=lambda a: a["fields"]["created"])
+    assert kept["ArchiveId"] == first["ArchiveId"] != second["ArchiveId"]
 
     # The machine is lost: recover from the vault alone, then mount.
     shutil.rmtree(m.cache_dir)
@@ -236,6 +239,43 @@ def test_inventory_reports_unknown_and_missing_archives(mount):
     assert "keep.txt" not in out
 
 
+def test_recover_falls_back_when_the_newest_listed_snapshot_is_gone(mount, serve):
+    # Glacier's inventory is about a day old: a mount on another machine may have replaced
+    # and deleted the newest snapshot it lists since. recover takes the one before it, and
+    # the files written after that come from their descriptions.
+    m = mount()
+    (m.path / "a.txt").write_bytes(b"a")
+    assert m.umount().returncode == 0
+    again = mount(cache_dir=m.cache_dir)
+    (again.path / "b.txt").write_bytes(b"b")
+    assert again.umount().returncode == 0
+    older, newest = sorted(snapshots(m.glacier, m.vault), key=lambda a: a["fields"]["created"])
+    shutil.rmtree(m.cache_dir)
+
+    def inventory_jobs() -> int:
+        return sum(job["Action"] == "InventoryRetrieval"
+                   for job in m.glacier.list_jobs(vaultName=m.vault)["JobList"])
+
+    jobs_before = inventory_jobs()
+    recover = subprocess.Popen(
+        [*GLACIERFS, "recover", m.vault, "--endpoint-url", serve.endpoint_url, "--cache-dir",
+         str(m.cache_dir), "--poll-interval", "0.2"], env=aws_env(serve.data_dir),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: inventory_jobs() > jobs_before, "recover's inventory job")
+        # the inventory is fixed when its job starts: it lists the newest snapshot
+        m.glacier.delete_archive(vaultName=m.vault, archiveId=newest["ArchiveId"])
+        out, err = recover.communicate(timeout=300)
+    finally:
+        recover.kill()
+    assert recover.returncode == 0, err
+    assert (f"the catalog snapshot of {newest['fields']['created']} is no longer in the vault; "
+            "trying the one before it") in err
+    assert f"from the catalog snapshot of {older['fields']['created']}" in out
+    m3 = mount(cache_dir=m.cache_dir)
+    assert sorted(os.listdir(m3.path)) == ["a.txt", "b.txt"]
+
+
 def test_recover_refuses_an_unknown_vault_and_an_existing_catalog(mount, serve, tmp_path):
     result = glacierfs_cmd(serve, "recover", "no-such-vault", tmp_path / "c0")
     assert "no-such-vault" in assert_refused(result, "does not exist")
@@ -340,7 +380,9 @@ def test_snapshots_while_mounted_only_after_changes(mount):
     while len(snapshot_lines(m)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(snapshot_lines(m)) == 2
-    [current] = snapshots(m.glacier, m.vault)  # the first was deleted
+    # the first stays until the second is two days old (snapshot.KEEP_REPLACED)
+    first, current = sorted(snapshots(m.glacier, m.vault), key=lambda a: a["fields"]["created"])
+    assert first["ArchiveId"] in snapshot_lines(m)[0]
     assert current["ArchiveId"] in snapshot_lines(m)[-1]
     assert m.umount().returncode == 0
     assert len(snapshot_lines(m)) == 2  # unchanged since: none at unmount
@@ -395,8 +437,12 @@ def test_kill9_during_a_snapshot_upload(mount):
     assert rows[current[0]["ArchiveId"]][0].endswith("current")
     assert rows[stray["ArchiveId"]][0].endswith("old")
 
+    # recover finds the stray in the inventory: an older snapshot like any other, recorded
+    # and kept until the current one is two days old
     shutil.rmtree(m.cache_dir)
     assert glacierfs_cmd(m.serve, "recover", m.vault, m.cache_dir).returncode == 0
-    m3 = mount("--snapshot-interval", "0", cache_dir=m.cache_dir)  # deletes the doomed stray
+    with sqlite3.connect(m.cache_dir / "catalog.sqlite3") as conn:
+        recorded = {row[0] for row in conn.execute("SELECT archive_id FROM catalog_snapshots")}
+    assert recorded == {stray["ArchiveId"], current[0]["ArchiveId"]}
+    m3 = mount("--snapshot-interval", "0", cache_dir=m.cache_dir)
     assert os.listdir(m3.path) == ["f.txt"]
-    assert [s["ArchiveId"] for s in snapshots(m.glacier, m.vault)] == [current[0]["ArchiveId"]]
