@@ -352,7 +352,7 @@ def status(mountpoint: Path, watch: bool) -> None:
               help="Replace a catalog the cache dir already has (it is kept as a backup).")
 @click.option("--poll-interval", default=60.0, show_default=True, metavar="SECONDS",
               type=Finite(0.01, DAY), help="How often to ask whether a job is done.")
-@click.option("--tier", type=click.Choice(TIERS),
+@click.option("--tier", type=click.Choice(TIERS, case_sensitive=False),
               default="Standard", show_default=True,
               help="Retrieval tier for the catalog snapshot (Expedited: minutes, costs more).")
 def recover(vault: str, endpoint_url, region, profile, local_dir, cache_dir, force,

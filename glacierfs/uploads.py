@@ -224,5 +224,6 @@ def _print_list(uploads: list[Upload], has_catalog: bool, vault: str, cache_dir:
         click.echo(line)
     orphans = sum(1 for upload in uploads if not upload.ours)
     click.echo(f"{len(uploads)} upload(s): {len(uploads) - orphans} ours, {orphans} orphan(s)"
-               + (f"; `glacierfs uploads {vault} --abort-orphans` aborts the orphans"
+               # the same command: its vault and cache options say which journal decides
+               + ("; the same command with --abort-orphans aborts the orphans"
                   if orphans else ""))

@@ -259,7 +259,8 @@ def test_recover_falls_back_when_the_newest_listed_snapshot_is_gone(mount, serve
     jobs_before = inventory_jobs()
     recover = subprocess.Popen(
         [*GLACIERFS, "recover", m.vault, "--endpoint-url", serve.endpoint_url, "--cache-dir",
-         str(m.cache_dir), "--poll-interval", "0.2"], env=aws_env(serve.data_dir),
+         str(m.cache_dir), "--poll-interval", "0.2", "--tier", "expedited"],  # any case
+        env=aws_env(serve.data_dir),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: inventory_jobs() > jobs_before, "recover's inventory job")

@@ -113,7 +113,12 @@ def test_uploads_lists_an_orphan_and_aborts_it(mount):
     m = mount()
     upload_id = make_orphan(m.glacier, m.vault, "2019/holiday photo.jpg")
 
-    row = listed(uploads_cmd(m))[upload_id]
+    result = uploads_cmd(m)
+    # the hint points at this very command (its vault and cache options), not a bare one
+    assert result.stdout.splitlines()[-1] == (
+        "1 upload(s): 0 ours, 1 orphan(s); the same command with --abort-orphans aborts the "
+        "orphans")
+    row = listed(result)[upload_id]
     assert row[0] == "orphan"
     assert row[2] == "1.0 MiB"  # part size
     assert row[3] == "1"  # parts uploaded (ListParts)
