@@ -13,7 +13,8 @@ them. These are the forms it reads (first match wins):
   marker of a folder.
 - anything else: the description itself is the path.
 
-A path is used only if it is a safe relative path: not empty, not absolute, no NUL, no "." or
+A JSON path marked "truncated" (description.py cut it to fit) is only the beginning of the
+name, so it is not used as one. A path is used only if it is a safe relative path: not empty, not absolute, no NUL, no "." or
 ".." or empty component, each component at most 255 bytes. Otherwise the archive has no usable
 name (`path` is None) and recover files it under its id (rebuild.py).
 """
@@ -39,6 +40,7 @@ class Described:
     path: tuple[bytes, ...] | None  # the components; None = no usable name
     mtime_ns: int | None = None  # from the description, if it has one
     is_dir: bool = False  # a FastGlacier folder marker
+    truncated: bool = False  # glacierfs cut the path to fit ("truncated": true): not the name
 
 
 _ISO = re.compile(r"\s*(\d{4})-?(\d\d)-?(\d\d)T(\d\d):?(\d\d):?(\d\d)(?:[.,](\d{1,9}))?Z\s*",
@@ -139,7 +141,10 @@ def _json(description: str) -> Described | None:
         return Described("snapshot", None, parse_time(fields["created"]))
     for key in ("path", "Path"):
         if key in fields:
-            return _with_path("json", fields[key], fields.get("mtime"))
+            found = _with_path("json", fields[key], fields.get("mtime"))
+            if fields.get("truncated") is True:  # description.py cut it: only a beginning
+                return Described("json", found.path, found.mtime_ns, truncated=True)
+            return found
     return None
 
 

@@ -10,8 +10,9 @@ Rules (README, "Recovering a catalog"):
   already had at that path (from a snapshot: older than anything added after it) is moved to
   its own NAME~DATE the same way. A directory keeps its name; a file that would replace it
   gets NAME~DATE.
-- An archive without a usable name (no description, or not a safe relative path), or whose
-  path runs through a file, goes to /.glacierfs-unnamed/ARCHIVE_ID.
+- An archive without a usable name (no description, not a safe relative path, or a path
+  glacierfs cut short to fit the description), or whose path runs through a file, goes to
+  /.glacierfs-unnamed/ARCHIVE_ID; the log line says why (and how a cut path begins).
 - A FastGlacier folder marker becomes a directory.
 - A directory's mtime ends as the newest of its own (if it existed) and what was added in it.
 
@@ -85,8 +86,8 @@ class Namer:
         unnamed = []
         for archive, info in described:
             self.placed.kinds[info.kind] = self.placed.kinds.get(info.kind, 0) + 1
-            if info.path is None:
-                unnamed.append(archive)
+            if info.path is None or info.truncated:
+                unnamed.append((archive, info))
             elif info.is_dir:
                 self._directory(info.path, self._mtime(archive, info))
             else:
@@ -98,9 +99,14 @@ class Namer:
             self._file(path, versions[-1], dated=False)
             for older in reversed(versions[:-1]):
                 self._file(path, older, dated=True)
-        for archive in unnamed:
-            self._unnamed(archive, "no usable name in its description "
-                          f"{(archive.get('ArchiveDescription') or '')[:80]!r}")
+        for archive, info in unnamed:
+            if info.truncated:
+                begins = b"/".join(info.path or ()).decode("utf-8", "backslashreplace")
+                why = f"its path was cut short to fit the description (it begins {begins!r})"
+            else:
+                why = ("no usable name in its description "
+                       f"{(archive.get('ArchiveDescription') or '')[:80]!r}")
+            self._unnamed(archive, why)
         self._settle_directory_times()
         return self.placed
 

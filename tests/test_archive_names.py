@@ -38,6 +38,13 @@ def test_fastglacier_base64_plain_and_folder_markers():
     assert (folder.path, folder.is_dir, folder.mtime_ns) == ((b"f", b"g"), True, None)
 
 
+def test_a_path_glacierfs_cut_short_is_marked():
+    cut = decode(json.dumps({"path": "a/bb", "mtime": "2012-12-12T12:12:12Z",
+                             "truncated": True}))
+    assert (cut.path, cut.truncated, cut.mtime_ns) == ((b"a", b"bb"), True, MTIME)
+    assert decode(json.dumps({"path": "a/bb"})).truncated is False
+
+
 def test_json_path_keys_snapshots_and_bare_names():
     assert decode(json.dumps({"path": "a/b", "mtime": "2012-12-12T12:12:12Z"})).mtime_ns == MTIME
     assert decode(json.dumps({"Path": "A"})).path == (b"A",)
