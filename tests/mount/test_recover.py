@@ -11,15 +11,13 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
 import time
 
 import pytest
 
 from glacierfs.treehash import tree_hash
-from tests.mount.conftest import GLACIERFS, aws_env
-from tests.mount.crash_helpers import kill9, wait_for
-from tests.mount.mount_helpers import PART, pattern
+from tests.mount.crash_helpers import kill9
+from tests.mount.mount_helpers import PART, cost, pattern
 from tests.mount.recover_helpers import (
     by_description_path,
     glacierfs_cmd,
@@ -93,7 +91,8 @@ def test_a_tree_survives_losing_the_cache_dir(mount):
     shutil.rmtree(m.cache_dir)
     result = glacierfs_cmd(m.serve, "recover", m.vault, m.cache_dir)
     assert result.returncode == 0, result.stderr
-    assert "waiting for the inventory of vault photos" in result.stderr
+    # the inventory job the test's own listing ran is used: it is recent
+    assert "the inventory of vault photos: using job " in result.stderr
     assert "catalog snapshot of " + second["fields"]["created"] in result.stdout
     assert "once a day" in result.stdout
     m3 = mount(cache_dir=m.cache_dir)
@@ -253,32 +252,42 @@ def test_recover_falls_back_when_the_newest_listed_snapshot_is_gone(mount, serve
     again = mount(cache_dir=m.cache_dir)
     (again.path / "b.txt").write_bytes(b"b")
     assert again.umount().returncode == 0
+    # The listing below ran an inventory job, which recover uses (it is recent): it lists the
+    # newest snapshot, which is then deleted, as a mount elsewhere may have done.
     older, newest = sorted(snapshots(m.glacier, m.vault), key=lambda a: a["fields"]["created"])
+    m.glacier.delete_archive(vaultName=m.vault, archiveId=newest["ArchiveId"])
     shutil.rmtree(m.cache_dir)
-
-    def inventory_jobs() -> int:
-        return sum(job["Action"] == "InventoryRetrieval"
-                   for job in m.glacier.list_jobs(vaultName=m.vault)["JobList"])
-
-    jobs_before = inventory_jobs()
-    recover = subprocess.Popen(
-        [*GLACIERFS, "recover", m.vault, "--endpoint-url", serve.endpoint_url, "--cache-dir",
-         str(m.cache_dir), "--poll-interval", "0.2", "--tier", "expedited"],  # any case
-        env=aws_env(serve.data_dir),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: inventory_jobs() > jobs_before, "recover's inventory job")
-        # the inventory is fixed when its job starts: it lists the newest snapshot
-        m.glacier.delete_archive(vaultName=m.vault, archiveId=newest["ArchiveId"])
-        out, err = recover.communicate(timeout=300)
-    finally:
-        recover.kill()
-    assert recover.returncode == 0, err
+    result = glacierfs_cmd(serve, "recover", m.vault, m.cache_dir, "--tier", "expedited")
+    out, err = result.stdout, result.stderr  # --tier in any case, as restore takes it
+    assert result.returncode == 0, err
     assert (f"the catalog snapshot of {newest['fields']['created']} is no longer in the vault; "
             "trying the one before it") in err
     assert f"from the catalog snapshot of {older['fields']['created']}" in out
     m3 = mount(cache_dir=m.cache_dir)
     assert sorted(os.listdir(m3.path)) == ["a.txt", "b.txt"]
+
+
+def test_recover_downloads_again_and_reuses_a_recent_inventory(mount, serve):
+    m = mount()
+    (m.path / "a.txt").write_bytes(b"a")
+    assert m.umount().returncode == 0
+    shutil.rmtree(m.cache_dir)
+    m.set_faults("GetJobOutput:drop:#1")  # the inventory's download breaks half way
+    try:
+        result = glacierfs_cmd(serve, "recover", m.vault, m.cache_dir)
+    finally:
+        m.set_faults("")
+    assert result.returncode == 0, result.stderr
+    assert f"the download of the inventory of vault {m.vault} broke" in result.stderr
+
+    # Interrupted or run again soon after: the inventory job that just finished is used (on
+    # Glacier a new one would take four hours), and so is the snapshot's retrieval.
+    shutil.rmtree(m.cache_dir)
+    before = m.stats()
+    result = glacierfs_cmd(serve, "recover", m.vault, m.cache_dir)
+    assert result.returncode == 0, result.stderr
+    assert "InitiateJob" not in cost(before, m.stats())
+    assert os.listdir(mount(cache_dir=m.cache_dir).path) == ["a.txt"]
 
 
 def test_recover_refuses_an_unknown_vault_and_an_existing_catalog(mount, serve, tmp_path):
@@ -360,7 +369,8 @@ def test_a_corrupt_snapshot_is_refused(mount, serve):
     result = glacierfs_cmd(serve, "recover", m.vault, m.cache_dir)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     *progress, error = result.stderr.strip().splitlines()
-    assert all("waiting for" in line or "ready after" in line for line in progress), progress
+    assert all("waiting for" in line or "ready after" in line or "using job" in line
+               for line in progress), progress
     assert error.startswith("glacierfs: archive " + snapshot["ArchiveId"])
     assert "tree hash" in error and snapshot["SHA256TreeHash"] in error
     assert not (m.cache_dir / "catalog.sqlite3").exists()
