@@ -8,8 +8,11 @@ Rules (README, "Recovering a catalog"):
 - Several archives with one path: the newest (CreationDate) keeps the name, each older one is
   NAME~CREATIONDATE (e.g. `photo.jpg~20261122T054754.325Z`) beside it. An entry the catalog
   already had at that path (from a snapshot: older than anything added after it) is moved to
-  its own NAME~DATE the same way. A directory keeps its name; a file that would replace it
-  gets NAME~DATE.
+  its own NAME~DATE the same way (an empty one is dropped), and the newest keeps its mode and
+  owner: it is that file, overwritten; so does a file recover dropped there (its archive was
+  deleted by the overwrite). A directory keeps its name and a file that would replace it gets
+  NAME~DATE, unless the directory is empty (its files were deleted after the snapshot): then
+  it goes.
 - An archive without a usable name (no description, not a safe relative path, or a path
   glacierfs cut short to fit the description), or whose path runs through a file, goes to
   /.glacierfs-unnamed/ARCHIVE_ID; the log line says why (and how a cut path begins).
@@ -76,6 +79,9 @@ class Namer:
         self._parent: dict[int, int] = {}
         self._original: dict[int, int | None] = {}  # dir -> its mtime before (None: new)
         self._newest: dict[int, int] = {}  # dir -> newest mtime added directly in it
+        # path -> (mode, uid, gid) of a file the catalog had there before (recover fills it
+        # with files it dropped): a newer archive at that path is that file overwritten.
+        self.inherited: dict[tuple[bytes, ...], tuple[int, int, int]] = {}
 
     # ---- the whole job --------------------------------------------------------------------
 
@@ -131,17 +137,28 @@ class Namer:
         existing = self.catalog.lookup(parent, name)
         if existing is not None:
             node = self.catalog.inode(existing)
-            if node.is_dir:  # a directory keeps its name
+            if node.is_dir and not self.catalog.children(existing):
+                # An empty directory (its files deleted after the snapshot): the file, newer,
+                # was made after it went.
+                self._touch(parent)
+                self.catalog.rmdir(parent, name)
+            elif node.is_dir:  # a directory keeps its name
                 name = self._free(parent, dated_name(name, creation_ns(archive)), archive)
                 self.placed.renamed.append(b"/".join(path[:-1] + (name,)))
-            else:  # older: it moves aside to its own dated name
+            else:
+                # The same file, overwritten: the new content keeps its mode and owner.
+                self.inherited.setdefault(path, (node.mode, node.uid, node.gid))
                 self._touch(parent)
-                when = (creation_ns(self.inventory[node.archive_id])
-                        if node.archive_id in self.inventory else node.mtime_ns)
-                aside = self._free(parent, dated_name(name, when), archive)
-                self.catalog.rename(parent, name, parent, aside)
-                self.placed.renamed.append(b"/".join(path[:-1] + (aside,)))
-        self._create_file(parent, name, archive, mtime)
+                if node.archive_id is None:  # an empty file: nothing to keep beside it
+                    self.catalog.unlink(parent, name)
+                else:  # older content: it moves aside to its own dated name
+                    when = (creation_ns(self.inventory[node.archive_id])
+                            if node.archive_id in self.inventory else node.mtime_ns)
+                    aside = self._free(parent, dated_name(name, when), archive)
+                    self.catalog.rename(parent, name, parent, aside)
+                    self.placed.renamed.append(b"/".join(path[:-1] + (aside,)))
+        self._create_file(parent, name, archive, mtime,
+                          None if dated else self.inherited.get(path))
 
     def _free(self, parent: int, name: bytes, archive: dict) -> bytes:
         """`name`, or, if taken, `name~ID` (a start of the archive id): never an existing
@@ -153,9 +170,12 @@ class Namer:
             return tagged
         return archive["ArchiveId"].encode()  # ids are unique
 
-    def _create_file(self, parent: int, name: bytes, archive: dict, mtime: int) -> None:
+    def _create_file(self, parent: int, name: bytes, archive: dict, mtime: int,
+                     owner: tuple[int, int, int] | None = None) -> None:
+        """`owner`: (mode, uid, gid) to keep, else 0644 and whoever recovers."""
         self._touch(parent)
-        node = self.catalog.create(parent, name, FILE_MODE, self.uid, self.gid)
+        mode, uid, gid = owner or (FILE_MODE, self.uid, self.gid)
+        node = self.catalog.create(parent, name, mode, uid, gid)
         # No cached parts: reads give ENODATA until restored. The cache key is new and the
         # part size the default, so a restore lays the parts out like a written file's.
         self.catalog.set_stored(node.ino, int(archive["Size"]), archive["ArchiveId"],

@@ -113,7 +113,8 @@ def _build(vault, listing: jobs.Inventory, temp: Path, cache_dir: Path, tier: st
         with catalog.db.transaction() as conn:
             namer = Namer(catalog, os.getuid(), os.getgid(), by_id)
             if snapshots:
-                candidates = _settle_snapshot(catalog, conn, by_id, snapshots, outcome)
+                candidates = _settle_snapshot(catalog, conn, by_id, snapshots, outcome,
+                                              namer.inherited)
             else:
                 candidates = listing.archives
             outcome.placed = namer.add(candidates)
@@ -176,8 +177,10 @@ def _restore(vault, archive: dict, temp: Path, cache_dir: Path, tier: str,
 
 
 def _settle_snapshot(catalog: Catalog, conn, by_id: dict[str, dict], snapshots: list[dict],
-                     outcome: Outcome) -> list[dict]:
-    """Make the restored copy true for the vault as it is now; return the archives to add."""
+                     outcome: Outcome, inherited: dict) -> list[dict]:
+    """Make the restored copy true for the vault as it is now; return the archives to add.
+    `inherited` gets the mode and owner of each file dropped (a newer archive at its path is
+    that file overwritten)."""
     unfinished = conn.execute("SELECT ino FROM inodes WHERE state = 'writing'").fetchall()
     for row in unfinished:
         catalog.remove(row["ino"])
@@ -191,6 +194,8 @@ def _settle_snapshot(catalog: Catalog, conn, by_id: dict[str, dict], snapshots: 
             log.info("%s: archive %s is no longer in the vault; dropped", path,
                      row["archive_id"])
             outcome.dropped.append(path)
+            node = catalog.inode(row["ino"])
+            inherited[tuple(path.lstrip(b"/").split(b"/"))] = (node.mode, node.uid, node.gid)
             catalog.remove(row["ino"])
     for archive_id, _ in catalog.journal.doomed():
         if archive_id not in by_id:

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from glacierfs.treehash import tree_hash
-from tests.mount.crash_helpers import kill9
+from tests.mount.crash_helpers import kill9, wait_for
 from tests.mount.mount_helpers import PART, cost, pattern
 from tests.mount.recover_helpers import (
     by_description_path,
@@ -265,6 +265,38 @@ def test_recover_falls_back_when_the_newest_listed_snapshot_is_gone(mount, serve
     assert f"from the catalog snapshot of {older['fields']['created']}" in out
     m3 = mount(cache_dir=m.cache_dir)
     assert sorted(os.listdir(m3.path)) == ["a.txt", "b.txt"]
+
+
+def test_files_overwritten_or_replaced_after_the_snapshot_keep_their_place(mount):
+    m = mount("--snapshot-interval", "0")
+    (m.path / "notes.txt").write_bytes(b"")
+    os.chmod(m.path / "notes.txt", 0o600)
+    (m.path / "run.sh").write_bytes(b"echo old")
+    os.chmod(m.path / "run.sh", 0o755)
+    (m.path / "backup").mkdir()
+    (m.path / "backup" / "a").write_bytes(b"a")
+    assert m.umount().returncode == 0  # the snapshot
+
+    # After it, and lost with the machine (no snapshot): overwrites and a directory that
+    # became a file.
+    again = mount("--snapshot-interval", "0", cache_dir=m.cache_dir)
+    before = again.stats()
+    (again.path / "notes.txt").write_bytes(b"private")
+    (again.path / "run.sh").write_bytes(b"echo new")
+    shutil.rmtree(again.path / "backup")
+    (again.path / "backup").write_bytes(b"tarball")
+    wait_for(lambda: cost(before, again.stats()).get("DeleteArchive", 0) >= 2,
+             "the old run.sh and backup/a to be deleted")
+    kill9(again)
+    shutil.rmtree(m.cache_dir)
+    result = glacierfs_cmd(m.serve, "recover", m.vault, m.cache_dir)
+    assert result.returncode == 0, result.stderr
+
+    found = tree(mount(cache_dir=m.cache_dir).path)
+    assert sorted(found) == [".", "backup", "notes.txt", "run.sh"]  # no NAME~DATE copies
+    assert found["notes.txt"][:2] == ("-rw-------", len(b"private"))  # still private
+    assert found["run.sh"][:2] == ("-rwxr-xr-x", len(b"echo new"))
+    assert found["backup"][:2] == ("-rw-r--r--", len(b"tarball"))
 
 
 def test_recover_downloads_again_and_reuses_a_recent_inventory(mount, serve):
