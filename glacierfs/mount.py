@@ -342,7 +342,9 @@ def _open(options: MountOptions, state: dict) -> tuple[GlacierFS, list[str]]:
     else:
         vault = Vault(options.vault, pool_size=threads + 4, patience=MOUNT_PATIENCE)
     cache = PartCache(options.cache.directory, options.cache.size)
-    catalog = Catalog(options.cache.directory / "catalog.sqlite3", os.getuid(), os.getgid())
+    catalog_path = options.cache.directory / "catalog.sqlite3"
+    new_catalog = not catalog_path.exists()
+    catalog = Catalog(catalog_path, os.getuid(), os.getgid())
     state["closers"] = [cache.close, catalog.close]
     fs = GlacierFS(catalog, cache, vault, options.cache, UploadPool(threads))
     notices = []
@@ -369,7 +371,27 @@ def _open(options: MountOptions, state: dict) -> tuple[GlacierFS, list[str]]:
         verb = "aborted" if options.abort_orphans else "found"
         notices.append(f"{verb} {len(orphans)} orphan multipart upload(s) in vault "
                        f"{options.vault.vault} (see the log)")
+    if new_catalog:
+        notices += _unlisted_archives(vault, options)
     return fs, notices
+
+
+def _unlisted_archives(vault: Vault, options: MountOptions) -> list[str]:
+    """A new catalog on a vault that has archives: they will not show, and this catalog's
+    snapshots would become the vault's newest (what `glacierfs recover` restores)."""
+    try:
+        count = vault.archive_count()
+    except Exception as error:  # noqa: BLE001 - only a hint; the vault was checked before
+        log.warning("could not count the vault's archives: %s", error)
+        return []
+    if not count:
+        return []
+    notice = (f"vault {options.vault.vault} holds {count} archive(s) (as of its last "
+              f"inventory), but {options.cache.directory} had no catalog: this mount starts an "
+              "empty one, so they do not show. If the vault was mounted before, unmount and run "
+              f"`glacierfs recover {options.vault.vault}` with the same vault and cache options")
+    log.warning("%s", notice)
+    return [notice]
 
 
 def _snapshots(fs: GlacierFS, options: MountOptions):

@@ -83,6 +83,11 @@ class Vault:
                 self.client.create_vault(vaultName=self.name)
             self.client.describe_vault(vaultName=self.name)
 
+    def archive_count(self) -> int:
+        """The vault's archives as of its last inventory (Glacier takes one about daily)."""
+        reply = self.client.describe_vault(vaultName=self.name)
+        return int(reply.get("NumberOfArchives") or 0)
+
     # ---- archives -------------------------------------------------------------------------
 
     def upload_archive(self, body: PartBody, description: str, tree_hash: str) -> str:

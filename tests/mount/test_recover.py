@@ -16,6 +16,7 @@ import time
 import pytest
 
 from glacierfs.treehash import tree_hash
+from tests.mount.conftest import run_glacierfs
 from tests.mount.crash_helpers import kill9, wait_for
 from tests.mount.mount_helpers import PART, cost, pattern
 from tests.mount.recover_helpers import (
@@ -297,6 +298,33 @@ def test_files_overwritten_or_replaced_after_the_snapshot_keep_their_place(mount
     assert found["notes.txt"][:2] == ("-rw-------", len(b"private"))  # still private
     assert found["run.sh"][:2] == ("-rwxr-xr-x", len(b"echo new"))
     assert found["backup"][:2] == ("-rw-r--r--", len(b"tarball"))
+
+
+def test_a_new_catalog_on_a_vault_with_archives_is_pointed_out(mount, serve):
+    # Mounting a used vault with an empty cache dir (a new machine, before recover) shows an
+    # empty tree: the mount says why, and what rebuilds the catalog.
+    m = mount()
+    (m.path / "a.txt").write_bytes(b"a")
+    assert m.umount().returncode == 0
+    inventory(m.glacier, m.vault)  # DescribeVault counts what the last inventory saw
+    fresh = m.cache_dir.parent / "fresh-cache"
+    result = run_glacierfs("mount", m.vault, str(m.path), "--endpoint-url", serve.endpoint_url,
+                           "--cache-dir", str(fresh), env=m.env)
+    try:
+        assert result.returncode == 0, result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"glacierfs: vault {m.vault} holds 2 archive(s) (as of its "
+                               f"last inventory), but {fresh} had no catalog")
+        assert f"glacierfs recover {m.vault}" in line
+        assert os.listdir(m.path) == []
+    finally:
+        assert m.umount().returncode == 0
+    again = run_glacierfs("mount", m.vault, str(m.path), "--endpoint-url", serve.endpoint_url,
+                          "--cache-dir", str(fresh), env=m.env)  # its catalog exists now
+    try:
+        assert again.returncode == 0 and again.stderr == "", again.stderr
+    finally:
+        assert m.umount().returncode == 0
 
 
 def test_recover_downloads_again_and_reuses_a_recent_inventory(mount, serve):
