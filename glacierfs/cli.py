@@ -6,6 +6,7 @@ our UserError alike. A traceback means a bug.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import logging
@@ -153,16 +154,14 @@ def vault_options(command):
     """The options that say which vault, with which credentials, and which cache: shared by
     `mount` and `uploads`, which must agree on them."""
 
-    run = command
-
-    @functools.wraps(run)
+    @functools.wraps(command)
     def one_service(*args, **kwargs):
         if kwargs.get("local_dir") is not None and kwargs.get("endpoint_url") is not None:
             raise click.UsageError("--local runs its own vault service, so it cannot be "
                                    "combined with --endpoint-url")
-        return run(*args, **kwargs)
+        return command(*args, **kwargs)
 
-    command = one_service
+    decorated = one_service
     for option in reversed([
         click.option("--endpoint-url",
                      help="Glacier endpoint (default: the AWS one for the region)."),
@@ -174,8 +173,8 @@ def vault_options(command):
                      help="Part cache and catalog [default: ~/.cache/glacierfs/VAULT, or "
                           "LOCAL/mount-cache/VAULT with --local]."),
     ]):
-        command = option(command)
-    return command
+        decorated = option(decorated)
+    return decorated
 
 
 def default_cache_dir(vault: str, local_dir: Path | None) -> Path:
@@ -247,8 +246,7 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
         restore=RestoreConfig(poll_interval=restore_poll, on_read=restore_on_read),
     )
     check_paths(options)  # before the log file is made, maybe in a refused place
-    made = _missing_dirs(options.cache.directory)
-    try:
+    with _taken_back_on_failure(options.cache.directory):
         if foreground and log_file is None:
             _setup_logging(log_level)
         else:
@@ -256,32 +254,34 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
             log_file.parent.mkdir(parents=True, exist_ok=True)
             _setup_logging(log_level, log_file)
         run(options)
+
+
+# What a command that failed leaves in a cache dir it made (nothing else is removed).
+FAILED_START_LEFTOVERS = {"lock", "glacierfs.log"}
+
+
+@contextlib.contextmanager
+def _taken_back_on_failure(cache_dir: Path):
+    """If the block fails, remove the cache dir (and its parents) it made, when all it holds
+    is the lock and the log: a typo in a vault name must not leave ~/.cache/glacierfs/TYPO
+    behind. A dir with anything else (a catalog) stays as it is."""
+    made = []  # the directories of cache_dir that do not exist yet, deepest first
+    path = cache_dir
+    while not path.exists() and path != path.parent:
+        made.append(path)
+        path = path.parent
+    try:
+        yield
     except BaseException:
         _remove_unused(made)
         raise
 
 
-# What a mount that never went live leaves in a cache dir it made (nothing else is removed).
-MOUNT_LEFTOVERS = {"lock", "glacierfs.log"}
-
-
-def _missing_dirs(path: Path) -> list[Path]:
-    """The directories of `path` that do not exist yet, deepest first."""
-    missing = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return missing
-
-
 def _remove_unused(made: list[Path]) -> None:
-    """Remove the cache dir (and its parents) this command made, if all it holds is the lock
-    and the log of a failed start: a typo in a vault name must not leave
-    ~/.cache/glacierfs/TYPO behind. A dir with anything else (a catalog) stays as it is."""
     for directory in made:
         try:
             leftovers = set(os.listdir(directory))
-            if leftovers - MOUNT_LEFTOVERS:
+            if leftovers - FAILED_START_LEFTOVERS:
                 return
             for name in leftovers:
                 os.unlink(directory / name)
@@ -366,10 +366,12 @@ def recover(vault: str, endpoint_url, region, profile, local_dir, cache_dir, for
     from .config import VaultConfig
     from .rebuild import run as run_recover
 
-    run_recover(VaultConfig(vault, endpoint_url=endpoint_url, region=region, profile=profile),
-                (cache_dir or default_cache_dir(vault, local_dir)).absolute(),
-                local_dir.absolute() if local_dir is not None else None, force, poll_interval,
-                tier)
+    cache_dir = (cache_dir or default_cache_dir(vault, local_dir)).absolute()
+    with _taken_back_on_failure(cache_dir):
+        run_recover(VaultConfig(vault, endpoint_url=endpoint_url, region=region,
+                                profile=profile),
+                    cache_dir, local_dir.absolute() if local_dir is not None else None, force,
+                    poll_interval, tier)
 
 
 @cli.command()

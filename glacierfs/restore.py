@@ -96,6 +96,7 @@ MiB = 1 << 20
 RANGE = 8 * MiB
 RANGE_ATTEMPTS = 5  # fetches of one range (backoff 0.5 s doubling, 8 s at most) per job
 MAX_JOBS = 3  # jobs in a row that deliver no verified range before the restore fails
+REFUSAL_LOG_EVERY = 60.0  # seconds between two WARNING lines for reads refused on one file
 MEMO_SECONDS = 1.0  # an attribute value is served again for this long (see getxattr)
 
 STATE = "user.glacier.state"
@@ -159,6 +160,7 @@ class Restores:
         self._starting: set[int] = set()
         self._in_flight: dict[int, int] = {}  # ino -> bytes of the range being downloaded
         self._memo: dict[tuple[int, str], tuple[float, bytes]] = {}
+        self._refusals_said: dict[int, float] = {}  # ino -> when its refusal was last logged
         self._poller = None
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -315,8 +317,10 @@ class Restores:
         --restore-on-read, starts a restore); the read gets ENODATA either way."""
         shown = self.shown(path)
         row = self.row(node.ino)
+        # A program that retries the read must not flood the log: once a minute per file.
+        level = logging.WARNING if self._say_refusal(node.ino) else logging.DEBUG
         if row is not None and self.active(row, node):
-            log.warning("%s: not readable yet: being restored (tier %s, job %s, %d of %d bytes "
+            log.log(level, "%s: not readable yet: being restored (tier %s, job %s, %d of %d bytes "
                         "downloaded); reads work once `getfattr -n %s` says cached", shown,
                         row.tier, row.job_id, self.downloaded(row), row.size, STATE)
         elif self.config.on_read and not (row is not None and row.state == "failed"
@@ -333,11 +337,23 @@ class Restores:
         else:
             failed = (f" (the last restore failed: {row.error})" if row is not None
                       and row.state == "failed" and row.archive_id == node.archive_id else "")
-            log.warning("%s: its data is only in the vault (archive %s), not in the cache%s; "
+            log.log(level, "%s: its data is only in the vault (archive %s), not in the cache%s; "
                         "restore it with `glacierfs restore %s` or `setfattr -n %s -v Standard "
                         "%s`, then read it again", shown, node.archive_id, failed, shown,
                         RESTORE, shown)
         return FsError(errno.ENODATA, f"{path!r} is not cached")
+
+    def _say_refusal(self, ino: int) -> bool:
+        """Whether a refused read of this file is worth a WARNING (REFUSAL_LOG_EVERY)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._refusals_said.get(ino, -REFUSAL_LOG_EVERY) < REFUSAL_LOG_EVERY:
+                return False
+            if len(self._refusals_said) > 10_000:  # forget old ones; a minute is all it keeps
+                self._refusals_said = {i: t for i, t in self._refusals_said.items()
+                                       if now - t < REFUSAL_LOG_EVERY}
+            self._refusals_said[ino] = now
+            return True
 
     # ---- what the status file shows -------------------------------------------------------
 

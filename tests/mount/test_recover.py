@@ -353,6 +353,7 @@ def test_recover_downloads_again_and_reuses_a_recent_inventory(mount, serve):
 def test_recover_refuses_an_unknown_vault_and_an_existing_catalog(mount, serve, tmp_path):
     result = glacierfs_cmd(serve, "recover", "no-such-vault", tmp_path / "c0")
     assert "no-such-vault" in assert_refused(result, "does not exist")
+    assert not (tmp_path / "c0").exists()  # the cache dir it made is taken back
 
     m = mount()
     (m.path / "f.txt").write_bytes(b"f")
