@@ -367,7 +367,8 @@ class Restores:
             "state": row.state,
             "tier": row.tier,
             "job_id": row.job_id,
-            "started": row.job_started_ns / 1e9 if row.job_started_ns else None,
+            # a restore between jobs (the last failed, the next not started) has no start
+            "started": row.job_started_ns / 1e9 if row.job_started_ns and row.job_id else None,
             "requested": row.requested_ns / 1e9,
             "size": row.size,
             "bytes_downloaded": done.get(row.ino, 0) + in_flight.get(row.ino, 0),
