@@ -290,7 +290,8 @@ def test_absurd_vault_names_stay_inside_data_dir(serve_process, tmp_path):
     # Everything the server wrote is in its own layout: no directory named after a vault.
     top = {p.name for p in data_dir.iterdir()}
     assert top <= {"credentials", "config", "blobs", "tmp", "glacierfs-server.sqlite3",
-                   "glacierfs-server.sqlite3-wal", "glacierfs-server.sqlite3-shm"}, top
+                   "glacierfs-server.sqlite3-wal", "glacierfs-server.sqlite3-shm",
+                   "serve.lock"}, top
     for blob_dir in (data_dir / "blobs").iterdir():
         assert blob_dir.is_dir() and len(blob_dir.name) == 2
         for blob in blob_dir.iterdir():
