@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import itertools
 import json
 import logging
 import shutil
@@ -267,7 +268,7 @@ def record(catalog, snapshot: Snapshot, older: list[Snapshot] = ()) -> list[str]
         rows = conn.execute("SELECT archive_id, created FROM catalog_snapshots "
                             "ORDER BY created").fetchall()
         replaced_before = _stamp(dt.datetime.now(dt.timezone.utc) - KEEP_REPLACED)
-        doomed = [row for row, successor in zip(rows, rows[1:])
+        doomed = [row for row, successor in itertools.pairwise(rows)
                   if successor["created"] <= replaced_before]
         for row in doomed:
             catalog.journal.doom(row["archive_id"], f"{SNAPSHOT_DIR}/catalog of {row['created']}"
