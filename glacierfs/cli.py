@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import DEFAULT_RESTORE_POLL, DEFAULT_SNAPSHOT_MINUTES, TIERS
+from .config import DEFAULT_RESTORE_POLL, DEFAULT_SNAPSHOT_MINUTES, TIERS, printable
 from .errors import UserError
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -34,17 +34,13 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
-# Control characters as they would be written in a Python string: "\n", "\t", "\x1b".
-_ESCAPED_CONTROLS = {code: repr(chr(code))[1:-1] for code in [*range(32), 127]}
-
-
 class OneLineFormatter(logging.Formatter):
     """One record, one line. A file name may hold a newline (or a terminal escape), which
     would split the line, or forge one that looks like another record; such characters are
     shown escaped. A traceback still follows on lines of its own."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return super().formatMessage(record).translate(_ESCAPED_CONTROLS)
+        return printable(super().formatMessage(record))
 
 
 def _setup_logging(level: str, log_file: Path | None = None) -> None:

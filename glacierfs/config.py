@@ -39,6 +39,16 @@ def parse_size(text: str, what: str) -> int:
     return size
 
 
+# Control characters as a Python string writes them ("\n", "\t", "\x1b"): a file name may
+# hold any of them, and shown raw one would split a line or drive the terminal.
+_ESCAPED_CONTROLS = {code: repr(chr(code))[1:-1] for code in [*range(32), 127]}
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters escaped, for a log line or a terminal."""
+    return text.translate(_ESCAPED_CONTROLS)
+
+
 def format_size(size: float) -> str:
     """1536 -> '1.5 KiB': binary units, as parse_size reads them."""
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -351,10 +351,11 @@ def _open(options: MountOptions, state: dict) -> tuple[GlacierFS, list[str]]:
     try:
         settled = recover(fs)
         if settled:
-            notices.append(f"settled {settled} upload(s) a crash interrupted (see the log)")
+            notices.append(f"settled {settled} upload(s) left unfinished by a crash or by an "
+                           "unmount that could not finish them (see the log)")
         orphans = find_orphans(vault, catalog.journal)
     except Exception as error:
-        raise UserError(f"could not finish the uploads a crash interrupted ({error}); nothing "
+        raise UserError(f"could not finish the uploads left unfinished ({error}); nothing "
                         "was lost: mount again once the vault is reachable", exit_code=1) from None
     for orphan in orphans:
         upload_id = orphan["MultipartUploadId"]

@@ -20,6 +20,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from .config import format_size as human
+from .config import printable
 from .errors import UserError
 from .mount import _alive, mount_type
 from .statusfile import read_status, status_file
@@ -40,7 +41,9 @@ def _desc(path: str, width: int) -> str:
 
 
 def _shown(path: str) -> str:
-    return path.lstrip("/")  # as `glacierfs uploads` and archive descriptions show it
+    # as `glacierfs uploads` and archive descriptions show it; a newline in a name would
+    # split the bar
+    return printable(path.lstrip("/"))
 
 
 def writer_line(writer: dict, width: int, ascii: bool) -> str:

@@ -314,10 +314,10 @@ class _Recovery:
     def _upload_single(self, part: _Part) -> str:
         if self.entry.single:
             # `single` is journaled at close, before the request: it may never have left.
-            log.warning("%s: it may have been sent as one archive before the crash, with no "
-                        "confirmed result; if that request had arrived, the vault now holds it "
-                        "twice (`glacierfs inventory` lists archives the catalog does not know)",
-                        self.shown)
+            log.warning("%s: it may have been sent as one archive by an earlier try (cut short "
+                        "by a crash or a failure), with no confirmed result; if that request "
+                        "had arrived, the vault now holds it twice (`glacierfs inventory` lists "
+                        "archives the catalog does not know)", self.shown)
         archive_id = self.fs.vault.upload_archive_file(self.fs.cache.path(part.key),
                                                        part.sha256, part.tree_hash,
                                                        self._description())

@@ -253,6 +253,19 @@ def test_status_shows_a_held_copy_and_the_cache(mount, tmp_path):
         "no uploads pending")
 
 
+def test_status_shows_a_name_with_a_newline_on_one_line(mount, tmp_path):
+    m = mount()
+    name = "two\nlines.bin"
+    with held_copy(m, tmp_path, name, "UploadMultipartPart:hang:#2+"):
+        def shown():
+            result = run_glacierfs("status", str(m.path), env=m.env)
+            assert result.returncode == 0, result.stderr
+            return result if "/4 parts" in result.stdout else None
+        lines = wait_for(shown, "status to show the copy").stdout.splitlines()
+        assert [line for line in lines if line.startswith("two\\nlines.bin")], lines
+        assert not [line for line in lines if line.startswith("lines.bin")], lines
+
+
 def test_status_refusals(mount, tmp_path):
     plain = tmp_path / "plain"
     plain.mkdir()
