@@ -14,9 +14,10 @@ them. These are the forms it reads (first match wins):
 - anything else: the description itself is the path.
 
 A JSON path marked "truncated" (description.py cut it to fit) is only the beginning of the
-name, so it is not used as one. A path is used only if it is a safe relative path: not empty, not absolute, no NUL, no "." or
-".." or empty component, each component at most 255 bytes. Otherwise the archive has no usable
-name (`path` is None) and recover files it under its id (rebuild.py).
+name, so it is not used as one. A path is used only if it is a safe relative path: not empty,
+not absolute, no NUL, no "." or ".." or empty component, each component at most 255 bytes.
+Otherwise the archive has no usable name (`path` is None) and recover files it under its id
+(rebuild.py).
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import DEFAULT_RESTORE_POLL, DEFAULT_SNAPSHOT_MINUTES, TIERS, printable
+from .config import (CACHE_LOCK_FILE, DEFAULT_RESTORE_POLL, DEFAULT_SNAPSHOT_MINUTES, LOG_FILE,
+                     TIERS, printable)
 from .errors import UserError
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -246,14 +247,14 @@ def mount(vault: str, mountpoint: Path, endpoint_url, region, profile, create_va
         if foreground and log_file is None:
             _setup_logging(log_level)
         else:
-            log_file = log_file or cache_dir / "glacierfs.log"
+            log_file = log_file or cache_dir / LOG_FILE
             log_file.parent.mkdir(parents=True, exist_ok=True)
             _setup_logging(log_level, log_file)
         run(options)
 
 
 # What a command that failed leaves in a cache dir it made (nothing else is removed).
-FAILED_START_LEFTOVERS = {"lock", "glacierfs.log"}
+FAILED_START_LEFTOVERS = {CACHE_LOCK_FILE, LOG_FILE}
 
 
 @contextlib.contextmanager

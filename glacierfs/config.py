@@ -39,6 +39,11 @@ def parse_size(text: str, what: str) -> int:
     return size
 
 
+# The files glacierfs keeps in a cache dir, beside the part caches (cache.py).
+CATALOG_FILE = "catalog.sqlite3"
+CACHE_LOCK_FILE = "lock"  # held by the mount (or recover) that uses the cache dir
+LOG_FILE = "glacierfs.log"  # the mount's log, unless --log-file or --foreground says otherwise
+
 # Control characters as a Python string writes them ("\n", "\t", "\x1b"): a file name may
 # hold any of them, and shown raw one would split a line or drive the terminal.
 _ESCAPED_CONTROLS = {code: repr(chr(code))[1:-1] for code in [*range(32), 127]}

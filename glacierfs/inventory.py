@@ -23,10 +23,10 @@ import click
 
 from . import jobs
 from .archive_names import decode
-from .config import VaultConfig, format_size
+from .config import CATALOG_FILE, VaultConfig, format_size
 from .errors import UserError
 from .snapshot import described
-from .uploads import CATALOG_FILE, open_vault
+from .uploads import open_vault
 from .vault import user_errors
 
 _PATHS = """

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from .cache import PartCache
 from .catalog import Catalog
-from .config import DEFAULT_SNAPSHOT_MINUTES, CacheConfig, RestoreConfig, VaultConfig
+from .config import (CACHE_LOCK_FILE, CATALOG_FILE, DEFAULT_SNAPSHOT_MINUTES, CacheConfig,
+                     RestoreConfig, VaultConfig)
 from .dirlock import DirLock
 from .errors import UserError
 from .fs import GlacierFS
@@ -136,8 +137,8 @@ def _check_mountpoint(mountpoint: Path) -> None:
 
 def cache_lock(directory: Path) -> DirLock:
     """One mount per cache dir: a second would corrupt the catalog and the part files."""
-    return DirLock(directory, "lock", f"cache dir {directory} is in use by another glacierfs "
-                                      "mount")
+    return DirLock(directory, CACHE_LOCK_FILE,
+                   f"cache dir {directory} is in use by another glacierfs mount")
 
 
 def _local_server(local_dir: Path):
@@ -342,7 +343,7 @@ def _open(options: MountOptions, state: dict) -> tuple[GlacierFS, list[str]]:
     else:
         vault = Vault(options.vault, pool_size=threads + 4, patience=MOUNT_PATIENCE)
     cache = PartCache(options.cache.directory, options.cache.size)
-    catalog_path = options.cache.directory / "catalog.sqlite3"
+    catalog_path = options.cache.directory / CATALOG_FILE
     new_catalog = not catalog_path.exists()
     catalog = Catalog(catalog_path, os.getuid(), os.getgid())
     state["closers"] = [cache.close, catalog.close]
@@ -398,7 +399,7 @@ def _unlisted_archives(vault: Vault, options: MountOptions) -> list[str]:
 def _snapshots(fs: GlacierFS, options: MountOptions):
     from .snapshot import Snapshotter
 
-    return Snapshotter(fs, options.cache.directory / "catalog.sqlite3",
+    return Snapshotter(fs, options.cache.directory / CATALOG_FILE,
                        options.cache.directory / "snapshot", options.cache.part_size,
                        options.snapshot_interval * 60)
 

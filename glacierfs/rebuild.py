@@ -37,12 +37,12 @@ from . import jobs
 from .archive_names import parse_time
 from .cache import fsync_path
 from .catalog import Catalog
-from .config import VaultConfig, format_size
+from .config import CATALOG_FILE, VaultConfig, format_size
 from .errors import UserError
 from .mount import cache_lock
 from .naming import Namer, Placed, creation_ns
 from .snapshot import Snapshot, described, ensure_schema, record
-from .uploads import CATALOG_FILE, open_vault, unfinished_uploads
+from .uploads import open_vault, unfinished_uploads
 from .vault import is_not_found, user_errors
 
 log = logging.getLogger(__name__)
@@ -187,15 +187,15 @@ def _settle_snapshot(catalog: Catalog, conn, by_id: dict[str, dict], snapshots: 
     outcome.unfinished = len(unfinished)
     conn.execute("DELETE FROM upload_parts")
     conn.execute("DELETE FROM uploads")
-    for row in conn.execute("SELECT ino, archive_id FROM inodes WHERE archive_id IS NOT NULL"
-                            ).fetchall():
+    for row in conn.execute("SELECT ino, archive_id, mode, uid, gid FROM inodes "
+                            "WHERE archive_id IS NOT NULL").fetchall():
         if row["archive_id"] not in by_id:
             path = catalog.path_of(row["ino"])
             log.info("%s: archive %s is no longer in the vault; dropped", path,
                      row["archive_id"])
             outcome.dropped.append(path)
-            node = catalog.inode(row["ino"])
-            inherited[tuple(path.lstrip(b"/").split(b"/"))] = (node.mode, node.uid, node.gid)
+            inherited[tuple(path.lstrip(b"/").split(b"/"))] = (row["mode"], row["uid"],
+                                                               row["gid"])
             catalog.remove(row["ino"])
     for archive_id, _ in catalog.journal.doomed():
         if archive_id not in by_id:
@@ -241,12 +241,12 @@ def _install(temp: Path, catalog_path: Path) -> Path | None:
     backup = None
     # A -wal or -shm without its database (removed by hand) goes too: SQLite would play
     # that old log into the new catalog.
-    leftovers = [old for suffix in SUFFIXES if (old := Path(f"{catalog_path}{suffix}")).exists()]
+    leftovers = [suffix for suffix in SUFFIXES if Path(f"{catalog_path}{suffix}").exists()]
     if leftovers:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         backup = catalog_path.with_name(f"{CATALOG_FILE}.before-recover-{stamp}")
-        for old in leftovers:
-            old.rename(f"{backup}{old.name[len(CATALOG_FILE):]}")
+        for suffix in leftovers:
+            Path(f"{catalog_path}{suffix}").rename(f"{backup}{suffix}")
     fsync_path(temp)  # the file's bytes, then its new name
     os.replace(temp, catalog_path)
     fsync_path(catalog_path.parent)

@@ -320,9 +320,9 @@ class Restores:
         # A program that retries the read must not flood the log: once a minute per file.
         level = logging.WARNING if self._say_refusal(node.ino) else logging.DEBUG
         if row is not None and self.active(row, node):
-            log.log(level, "%s: not readable yet: being restored (tier %s, job %s, %d of %d bytes "
-                        "downloaded); reads work once `getfattr -n %s` says cached", shown,
-                        row.tier, row.job_id, self.downloaded(row), row.size, STATE)
+            log.log(level, "%s: not readable yet: being restored (tier %s, job %s, %d of %d "
+                    "bytes downloaded); reads work once `getfattr -n %s` says cached", shown,
+                    row.tier, row.job_id, self.downloaded(row), row.size, STATE)
         elif self.config.on_read and not (row is not None and row.state == "failed"
                                           and row.archive_id == node.archive_id):
             try:
@@ -337,10 +337,10 @@ class Restores:
         else:
             failed = (f" (the last restore failed: {row.error})" if row is not None
                       and row.state == "failed" and row.archive_id == node.archive_id else "")
-            log.log(level, "%s: its data is only in the vault (archive %s), not in the cache%s; "
-                        "restore it with `glacierfs restore %s` or `setfattr -n %s -v Standard "
-                        "%s`, then read it again", shown, node.archive_id, failed, shown,
-                        RESTORE, shown)
+            log.log(level, "%s: its data is only in the vault (archive %s), not in the "
+                    "cache%s; restore it with `glacierfs restore %s` or `setfattr -n %s -v "
+                    "Standard %s`, then read it again", shown, node.archive_id, failed, shown,
+                    RESTORE, shown)
         return FsError(errno.ENODATA, f"{path!r} is not cached")
 
     def _say_refusal(self, ino: int) -> bool:

@@ -132,8 +132,9 @@ def run(paths: tuple[Path, ...], tier: str, wait: bool) -> None:
                f"{counts['uploading']} being written" + (f", {len(failed)} refused"
                                                          if failed else ""))
     if wait:  # a refused file is counted once, not followed
+        refused = set(failed)
         failed += _wait([path for path in targets if path in sizes
-                         and str(path) not in failed], sizes)
+                         and str(path) not in refused], sizes)
     if failed:
         raise UserError(f"{len(failed)} of {len(targets)} file(s) not restored", exit_code=1)
 

@@ -25,12 +25,11 @@ from typing import Iterator
 import click
 
 from .archive_names import described_path
-from .config import VaultConfig
+from .config import CATALOG_FILE, VaultConfig
 from .config import format_size as human
 from .errors import UserError
 from .vault import Vault, is_not_found, user_errors
 
-CATALOG_FILE = "catalog.sqlite3"  # in the cache dir, where mount.py keeps the catalog
 
 
 @dataclass(frozen=True)
