@@ -104,6 +104,17 @@ RESTORE = "user.glacier.restore"
 XATTRS = (STATE, RESTORE)
 
 
+def gone(archive_id: str) -> str:
+    """The error of a restore given up because the vault no longer has the archive."""
+    return f"the vault no longer has archive {archive_id}"
+
+
+def failed_for_good(row: Restore | None, node: Inode) -> bool:
+    """Whether the file's restore failed because its archive is gone: asking again is futile."""
+    return (row is not None and row.state == "failed" and row.archive_id == node.archive_id
+            and gone(row.archive_id) in (row.error or ""))
+
+
 @dataclass(frozen=True)
 class Restore:
     ino: int
@@ -279,9 +290,13 @@ class Restores:
             except Exception as error:  # noqa: BLE001 - logged; its errno goes to the caller
                 log.warning("%s: could not start a restore (archive %s): %s", shown,
                             node.archive_id, error)
-                # The file is there; its archive is not (ENOENT would say the file is gone).
-                code = errno.EIO if is_not_found(error) else errno_for(error)
-                raise FsError(code, f"{path!r}: InitiateJob failed") from None
+                if not is_not_found(error):
+                    raise FsError(errno_for(error), f"{path!r}: InitiateJob failed") from None
+                # No job will ever bring it back: said on the file (`archived error=`), in the
+                # status file and in the hint of a refused read. The file is there; its
+                # archive is not (ENOENT would say the file is gone).
+                self._begin(node, tier, None, failed=gone(node.archive_id))
+                raise FsError(errno.EIO, f"{path!r}: the vault has no such archive") from None
             self._begin(node, tier, job_id)
         finally:
             with self._lock:
@@ -292,24 +307,28 @@ class Restores:
             self._poller.wake()
         return "started"
 
-    def _begin(self, node: Inode, tier: str, job_id: str) -> None:
+    def _begin(self, node: Inode, tier: str, job_id: str | None,
+               failed: str | None = None) -> None:
+        """Record a restore whose job started, or (failed=why) one given up at its start."""
         now = time.time_ns()
+        state = "waiting" if failed is None else "failed"
         with self.db.transaction() as conn:
             old = self.row(node.ino)
             if old is not None and old.archive_id == node.archive_id:  # keep verified ranges
                 conn.execute(
-                    "UPDATE restores SET tier = ?, state = 'waiting', job_id = ?, "
-                    "job_started_ns = ?, requested_ns = ?, jobs = 1, error = NULL WHERE ino = ?",
-                    (tier, job_id, now, now, node.ino))
+                    "UPDATE restores SET tier = ?, state = ?, job_id = ?, job_started_ns = ?, "
+                    "requested_ns = ?, jobs = 1, error = ? WHERE ino = ?",
+                    (tier, state, job_id, now, now, failed, node.ino))
             else:
                 conn.execute("DELETE FROM restores WHERE ino = ?", (node.ino,))
                 conn.execute(
                     "INSERT INTO restores (ino, archive_id, tree_hash, size, part_size, "
-                    "cache_key, tier, state, job_id, job_started_ns, requested_ns) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?)",
+                    "cache_key, tier, state, job_id, job_started_ns, requested_ns, error) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (node.ino, node.archive_id, node.tree_hash, node.size,
                      node.part_size or self.part_size,
-                     node.cache_key or secrets.token_hex(12), tier, job_id, now, now))
+                     node.cache_key or secrets.token_hex(12), tier, state, job_id, now, now,
+                     failed))
         self.changed(node.ino)
 
     def refuse_read(self, node: Inode, path: bytes) -> FsError:
@@ -334,6 +353,11 @@ class Restores:
                 log.warning("%s: its data is only in the vault (archive %s), and "
                             "--restore-on-read could not start a restore: %s", shown,
                             node.archive_id, error)
+        elif failed_for_good(row, node):
+            log.log(level, "%s: not readable: its data is not in the cache, and the vault no "
+                    "longer has its archive %s (deleted outside glacierfs?), so no restore can "
+                    "bring it back; remove the file, or write it again from another copy",
+                    shown, node.archive_id)
         else:
             failed = (f" (the last restore failed: {row.error})" if row is not None
                       and row.state == "failed" and row.archive_id == node.archive_id else "")

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import treehash
-from .restore import MAX_JOBS, RANGE_ATTEMPTS, Restore
+from .restore import MAX_JOBS, RANGE_ATTEMPTS, Restore, gone
 from .vault import error_code, is_not_found, is_unreachable
 
 if TYPE_CHECKING:
@@ -179,8 +179,7 @@ class Poller:
             job_id = self.vault.initiate_retrieval(row.archive_id, row.tier)
         except Exception as error:  # noqa: BLE001 - next round tries again
             if is_not_found(error):  # no job will ever bring it back
-                self._fail(row, f"{reason}; the vault no longer has archive {row.archive_id}",
-                           shown)
+                self._fail(row, f"{reason}; {gone(row.archive_id)}", shown)
                 return None
             log.warning("%s: %s; a new job could not be started yet: %s", shown, reason, error)
             self.restores.update(row.ino, error=f"{reason}; InitiateJob: {error}")
@@ -203,8 +202,9 @@ class Poller:
 
     def _fail(self, row: Restore, reason: str, shown: str) -> None:
         self.restores.update(row.ino, state="failed", error=reason)
-        log.error("%s: restore failed: %s; `glacierfs restore %s` tries again", shown, reason,
-                  shown)
+        again = ("no restore can bring it back" if gone(row.archive_id) in reason
+                 else f"`glacierfs restore {shown}` tries again")
+        log.error("%s: restore failed: %s; %s", shown, reason, again)
 
     # ---- downloading ----------------------------------------------------------------------
 

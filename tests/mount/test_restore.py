@@ -396,6 +396,16 @@ def test_a_restore_of_an_archive_the_vault_no_longer_has_fails(mount, tmp_path):
     lines = result.stderr.splitlines()
     assert lines[0] == f"glacierfs: {m.path}/f.bin: cannot restore: Input/output error"
     assert lines[-1] == "glacierfs: 1 of 1 file(s) not restored", result.stderr
+    # ... and the file says so from then on, as does a refused read, which no longer
+    # suggests a restore that cannot work.
+    gone = f"the vault no longer has archive {archives['f.bin']['ArchiveId']}"
+    assert state(m.path / "f.bin") == f"archived error={gone}"
+    assert read_errno(m.path / "f.bin") == errno.ENODATA
+    hint = log_lines(m, "/f.bin: not readable: ")
+    assert hint and "no restore can bring it back" in hint[-1], m.log()[-2000:]
+    assert not log_lines(m, "/f.bin: its data is only in the vault")
+    wait_for(lambda: f"failed: {gone}" in run_glacierfs("status", str(m.path), env=m.env).stdout,
+             "glacierfs status to show the failed restore")  # the status file: once a second
 
 
 def test_restore_through_a_dead_mount_says_so(mount):
