@@ -612,6 +612,31 @@ def print_table(rounds: dict[str, list[dict]], key: str, label: str, width: int,
     return best
 
 
+def cpu_per_unit(row: dict, units: float) -> float:
+    """CPU seconds of a timed round (client + FUSE daemon + server) per unit of work."""
+    busy = sum(row[name] or 0.0 for name in ("client", "daemon", "server"))
+    return busy * row["seconds"] / units
+
+
+def cpu_ceiling(best: dict[str, dict], units: float, ours: list[str], upload: str,
+                passthrough: str, unit: str) -> None:
+    """Print what this machine's cores allow a mount at most.
+
+    A mount does at least what the passthrough does (rsync or cp through FUSE into files on
+    disk) and what the boto3 way does (read, hash, send; the server's share), on the same
+    cores: the sum of their CPU per unit is a floor under the mount's. Kernel work outside the
+    three processes (page writeback) is not counted, so the true ceiling is lower still."""
+    cores = os.cpu_count() or 1
+    key = {"MB": "mbps", "file": "files_per_s"}[unit]
+    floor = {way: cpu_per_unit(best[way], units) for way in (upload, passthrough)}
+    most = cores / sum(floor.values())
+    spent = ", ".join(f"{way} {cpu_per_unit(best[way], units) * 1e3:.2f}" for way in ours)
+    print(f"CPU ms per {unit}: {upload} {floor[upload] * 1e3:.2f} + {passthrough} "
+          f"{floor[passthrough] * 1e3:.2f} = {sum(floor.values()) * 1e3:.2f}, so {cores} cores "
+          f"allow a mount at most {most:.0f} {unit}s/s = {most / best[upload][key]:.2f} x "
+          f"{upload}, {most / best[passthrough][key]:.2f} x {passthrough}; spent: {spent}")
+
+
 def in_order(ways: dict, round_index: int) -> list[str]:
     """Every way once a round, the order reversed every other round (no way always first)."""
     return list(ways)[::-1 if round_index % 2 else 1]
@@ -628,6 +653,8 @@ def report_cp(size: int, rounds: dict[str, list[dict]], rss: dict[int, dict]) ->
         ratio = ours / best[way]["mbps"]
         print(f"glacierfs cp / {way:<23} {ratio:5.2f}  goal >= {goal:.2f}: "
               f"{verdict(ratio >= goal)}")
+    cpu_ceiling(best, size / 1e6, ["glacierfs cp"], "boto3 multipart upload",
+                "passthrough FUSE cp", "MB")
 
     print("\n2. Mount daemon memory, a fresh mount (and server) per size")
     print(f"{'file MiB':>8} {'MB/s':>7} {'RSS idle':>9} {'RSS end':>9} {'RSS peak':>9} "
@@ -681,6 +708,8 @@ def report_small(files: int, total: int, rounds: dict[str, list[dict]],
           f"timed until every archive is in the vault; rsync itself exited after "
           f"{rsync_exit:.2f} s ({files / rsync_exit:.0f} files/s) at best. Goal >= 0.80: "
           f"{verdict(background / loop >= 0.8)}")
+    cpu_ceiling(best, files, ["glacierfs rsync -a", "glacierfs --async-close"],
+                "boto3 upload_archive loop", "passthrough FUSE rsync -a", "file")
     requests = best["glacierfs rsync -a"]["requests"]
     print("requests per file from the mount: " + (", ".join(
         f"{op} {n / files:.2f}" for op, n in sorted(requests.items())) or "none"))

@@ -37,6 +37,7 @@ MissingAuthenticationToken = _error("MissingAuthenticationTokenException", 400)
 UnrecognizedClient = _error("UnrecognizedClientException", 400)
 SerializationError = _error("SerializationException", 400)
 UnknownOperation = _error("UnknownOperationException", 404)
+LimitExceeded = _error("LimitExceededException", 400)
 
 
 class ServerFault(GlacierError):

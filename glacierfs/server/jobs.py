@@ -264,6 +264,7 @@ class Jobs:
         status = self._status(row)
         done = status != "InProgress"
         archive = row["action"] == "ArchiveRetrieval"
+        whole = archive and (row["range_first"], row["range_last"]) == (0, row["archive_size"] - 1)
         messages = {"InProgress": "Operation in progress.", "Succeeded": "Succeeded",
                     "Failed": row["failure"]}
         return {
@@ -280,7 +281,8 @@ class Jobs:
             "InventorySizeInBytes": row["output_size"] if (done and not archive) else None,
             "SNSTopic": row["sns_topic"],
             "CompletionDate": iso_ms(row["ready_at"]) if done else None,
-            "SHA256TreeHash": row["output_hash"] if done else None,
+            # §5.3: a whole archive's is hidden until the job is done; a range's is known
+            "SHA256TreeHash": row["output_hash"] if done or not whole else None,
             "ArchiveSHA256TreeHash": row["archive_hash"],
             "RetrievalByteRange": (
                 f"{row['range_first']}-{row['range_last']}" if archive else None

@@ -20,6 +20,7 @@ from .config import ServerConfig
 from .database import SCHEMA, Database, encode_marker, iso_ms, marker_position
 from .errors import (
     InvalidParameterValue,
+    LimitExceeded,
     MissingParameterValue,
     ResourceNotFound,
     vault_not_found,
@@ -29,6 +30,7 @@ from . import validation
 ARCHIVE_ID_BYTES = 103  # 138 URL-safe characters, as the service's archive ids
 UPLOAD_ID_BYTES = 69  # 92 characters, as upload and job ids
 LIST_DEFAULTS = {"vaults": 10, "uploads": 50, "parts": 50, "jobs": 50}
+MAX_VAULTS = 1000  # per account, as the service (glacier-api.md §2.1)
 # Finished uploads stay answerable (repeat Complete, repeat Abort) this long, then go.
 FINISHED_UPLOAD_GRACE = 3600.0
 SWEEP_INTERVAL = 1.0
@@ -111,10 +113,13 @@ class Store:
     def create_vault(self, name: str) -> None:
         validation.vault_name(name)
         with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO vaults (name, created_at) VALUES (?, ?)",
-                (name, self.clock()),
-            )
+            if conn.execute("SELECT 1 FROM vaults WHERE name = ?", (name,)).fetchone():
+                return  # creating a vault that exists succeeds and changes nothing
+            if conn.execute("SELECT COUNT(*) FROM vaults").fetchone()[0] >= MAX_VAULTS:
+                raise LimitExceeded(f"The maximum number of vaults ({MAX_VAULTS}) for this "
+                                    "account has been reached")
+            conn.execute("INSERT INTO vaults (name, created_at) VALUES (?, ?)",
+                         (name, self.clock()))
 
     def describe_vault_row(self, row) -> dict:
         inventoried = row["last_inventory_at"] is not None

@@ -438,6 +438,21 @@ def test_job_in_progress_then_succeeded(slow):
     assert resp["checksum"] == tree_hash(data)
 
 
+def test_a_ranged_job_in_progress_already_has_its_range_s_tree_hash(slow):
+    # §5.3: only a whole-archive job hides SHA256TreeHash while InProgress; a tree-hash
+    # aligned range has its hash at once, a merely megabyte aligned one never.
+    client, vault = slow
+    data = payload(3 * MiB + 100, seed=10)
+    archive_id = upload(client, vault, data, "ranged")
+    for first, last, aligned in ((0, MiB - 1, True), (2 * MiB, len(data) - 1, True),
+                                 (0, 2 * MiB - 1, True), (MiB, 3 * MiB - 1, False)):
+        job_id = archive_job(client, vault, archive_id, RetrievalByteRange=f"{first}-{last}")
+        raw = describe_raw(client, vault, job_id)
+        assert raw["StatusCode"] == "InProgress"
+        expected = tree_hash(data[first:last + 1]) if aligned else None
+        assert raw["SHA256TreeHash"] == expected, (first, last)
+
+
 # ---- inventory retrieval (§6.1) -----------------------------------------------------------------
 
 

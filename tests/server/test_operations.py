@@ -118,6 +118,22 @@ def test_create_vault_is_idempotent(glacier):
     assert names == ["again"]
 
 
+def test_create_vault_beyond_the_account_s_limit_is_limit_exceeded(glacier):
+    # §2.1: 1,000 vaults per account. An existing one can still be "created" (idempotent).
+    for n in range(1000):
+        glacier.create_vault(vaultName=f"v{n:04d}")
+    with pytest.raises(glacier.exceptions.LimitExceededException) as excinfo:
+        glacier.create_vault(vaultName="one-too-many")
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "1000" in excinfo.value.response["Error"]["Message"]
+    assert glacier.create_vault(vaultName="v0999")["location"].endswith("/vaults/v0999")
+    glacier.delete_vault(vaultName="v0000")
+    glacier.create_vault(vaultName="one-more")  # room again
+    names = [v["VaultName"] for page in glacier.get_paginator("list_vaults").paginate()
+             for v in page["VaultList"]]
+    assert len(names) == 1000 and "one-more" in names and "one-too-many" not in names
+
+
 def test_create_vault_wrong_account_is_access_denied(glacier):
     with pytest.raises(botocore.exceptions.ClientError) as excinfo:
         glacier.create_vault(accountId="111122223333", vaultName="v")
