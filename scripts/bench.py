@@ -25,6 +25,10 @@ is a ratio of two measurements taken in this one run. MB/s = 10^6 bytes per seco
    boto3, the CompleteMultipartUpload call. CPU columns: cores busy while timed (CPU seconds /
    wall seconds) of the client (cp, or this process for boto3), the FUSE daemon and the server
    (two cores = 2.0 in all). Before each timing, warm() puts the machine in the same state.
+   "CPU ms per MB": the CPU the boto3 way and the passthrough each spent (all three columns,
+   per MB copied). A mount does at least both on the same cores, so the machine's cores
+   divided by their sum is the most any mount could reach here (cpu_ceiling); a goal above it
+   cannot be met on this machine, whatever the mount does.
 2. Memory. For each --rss-sizes file (its own source file, a fresh server and a FRESH MOUNT per
    size, so VmHWM is that copy's peak), VmRSS of the mount daemon is sampled every 50 ms during
    the cp, and VmHWM is read after it. Goal: <= 200 MiB and flat (the largest size's peak about
@@ -56,7 +60,8 @@ is a ratio of two measurements taken in this one run. MB/s = 10^6 bytes per seco
    Goal: glacierfs files/s >= 0.8 x boto3's. Also printed: the bound a synchronous close puts
    on the mount, 1 / (1/passthrough + 1/loop) files/s (each file costs at least rsync through
    FUSE plus one upload, and rsync writes one file at a time), and how close glacierfs is to
-   it. "requests/file": HTTP requests the server counted (GET /_glacierfs/stats) during the
+   it, and the same CPU ceiling as in part 1, per file (the loop's CPU plus the passthrough's).
+   "requests/file": HTTP requests the server counted (GET /_glacierfs/stats) during the
    timing, per file; the mount's are broken down by operation.
    --latency MS: the server sleeps MS before every request (`glacierfs serve --latency`), as a
    remote endpoint would answer; the goal is for the default, 0.
