@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass
 
 from .snapshot import is_snapshot
+from .sqlite import storable_ns
 
 NAME_MAX = 255
 
@@ -58,7 +59,7 @@ def parse_time(text) -> int | None:
         return None
     seconds = calendar.timegm((year, month, day, hour, minute, min(second, 59), 0, 0, 0))
     fraction = (match.group(7) or "").ljust(9, "0")
-    return seconds * 1_000_000_000 + int(fraction)
+    return storable_ns(seconds * 1_000_000_000 + int(fraction))
 
 
 def safe_path(text: str) -> tuple[bytes, ...] | None:

@@ -36,6 +36,7 @@ from .config import CacheConfig
 from .description import describe
 from .errors import FsError
 from .restore import XATTRS, Restores
+from .sqlite import storable_ns
 from .upload import FileUpload, UploadPool
 from .vault import Vault
 
@@ -195,7 +196,7 @@ class GlacierFS:
     def utimens(self, path: bytes, mtime_ns: int | None) -> None:
         """Set the modification time (now if None); atime is not kept (it reads as mtime)."""
         node = self.catalog.resolve(path)
-        mtime_ns = time.time_ns() if mtime_ns is None else mtime_ns
+        mtime_ns = time.time_ns() if mtime_ns is None else storable_ns(mtime_ns)
         writer = self._writers.get(node.ino)
         if writer is not None:
             # Before the catalog: recording the archive reads it inside its transaction, so

@@ -22,6 +22,18 @@ from pathlib import Path
 from typing import Iterator
 
 
+# An INTEGER column holds a signed 64-bit number, so a time in nanoseconds runs from
+# 1677-09-21 to 2262-04-11.
+INTEGER_MIN, INTEGER_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def storable_ns(ns: int) -> int:
+    """A time in ns, clamped to what an INTEGER column holds. Linux filesystems clamp a time
+    they cannot store the same way (the kernel's timestamp_truncate; ext4 at 2446), rather
+    than refuse it: `touch -d 2300-01-01` works on them."""
+    return min(max(ns, INTEGER_MIN), INTEGER_MAX)
+
+
 def sync_wal(database: Path | str) -> None:
     """Make every commit so far to a WAL-mode database survive a power cut (whatever its
     `synchronous`): the WAL holds them in order, and a checkpoint syncs what it copies."""

@@ -77,6 +77,9 @@ def test_times():
     assert parse_time("20261122T054754Z") == 1795326474 * 10**9
     assert parse_time("2026-13-01T00:00:00Z") is None
     assert parse_time(None) is None
+    # beyond what the catalog holds (signed 64-bit ns): clamped, as utimens clamps
+    assert parse_time("9999-12-31T23:59:59Z") == 2**63 - 1
+    assert parse_time("1000-01-01T00:00:00Z") == -(2**63)
 
 
 def test_dated_names_stay_within_255_bytes_and_whole_characters():

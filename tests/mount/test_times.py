@@ -77,3 +77,25 @@ def test_a_write_moves_ctime_with_mtime(mount):
     assert m.umount().returncode == 0
     again = os.stat(mount(vault=m.vault, cache_dir=m.cache_dir).path / "slow")
     assert again.st_ctime_ns >= again.st_mtime_ns == after.st_mtime_ns
+
+
+def test_a_time_beyond_2262_is_clamped_not_refused(mount, tmp_path):
+    # The catalog keeps times as signed 64-bit nanoseconds (1677 to 2262). A later time is
+    # clamped, as Linux filesystems clamp what they cannot store; it used to fail cp -a's
+    # futimens and its close with EIO, leave the file "uploading", and let the next mount
+    # replay that content over a later, successful write.
+    source = tmp_path / "from-the-future"
+    source.write_bytes(b"old")
+    os.utime(source, ns=(0, 10_413_792_000 * 10**9))  # 2300-01-01
+    m = mount()
+    subprocess.run(["cp", "-a", str(source), str(m.path / "f")], check=True)
+    latest = 2**63 - 1  # 2262-04-11T23:47:16.854775807Z
+    assert times(m.path / "f") == (latest, latest)
+    assert os.getxattr(m.path / "f", "user.glacier.state") == b"cached"
+    touch(m.path, "-d", "2300-01-01")  # a directory, the same way
+    assert times(m.path)[0] == latest
+    (m.path / "f").write_bytes(b"newer")
+    assert m.umount().returncode == 0
+    again = mount(vault=m.vault, cache_dir=m.cache_dir)
+    assert (again.path / "f").read_bytes() == b"newer"
+    assert times(again.path)[0] == latest
