@@ -577,10 +577,13 @@ class GlacierFS:
             else:  # unlinked or replaced while it was written: nothing names it
                 old = None
                 doomed = self._doom(archive_id, path)
+            superseded = self.journal.supersede(cache_key, ino)
             self.journal.end(cache_key)
         self.delete_archives(doomed)
         if old is not None and old.cache_key and old.cache_key != cache_key:
             self._drop_cached(old)
+        for entry in superseded:
+            recovery.settle_superseded(self, entry, path)
 
     def give_up(self, cache_key: str, ino: int) -> None:
         """A content that will never be an archive: a new file that never made it goes away;

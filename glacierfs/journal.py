@@ -139,6 +139,21 @@ class Journal:
             for index, part_size, part_hash in sealed:
                 self.part_sealed(cache_key, index, part_size, part_hash)
 
+    def supersede(self, cache_key: str, ino: int) -> list[JournalEntry]:
+        """Inside the transaction that records `cache_key` on `ino`: end the uploads of `ino`
+        begun before it, and return them. Such an upload is one whose own recording failed
+        (a bug, a full disk) before the file was written again: recorded later (the next
+        mount finishes every upload the journal holds) it would undo the newer content."""
+        older = [row["cache_key"] for row in self.db.query(
+            "SELECT cache_key FROM uploads WHERE ino = ? AND cache_key != ? AND started_ns <= "
+            "(SELECT started_ns FROM uploads WHERE cache_key = ?)", (ino, cache_key, cache_key))]
+        if not older:
+            return []  # nearly always: one query per recorded file
+        entries = [entry for entry in self.entries() if entry.cache_key in older]
+        for key in older:
+            self.end(key)
+        return entries
+
     def end(self, cache_key: str) -> None:
         """The content is recorded on its inode, or given up: forget the upload."""
         with self.db.transaction() as conn:

@@ -74,6 +74,21 @@ def finish_upload(fs, cache_key: str, modified_ns=None) -> None:
             _Recovery(fs, entry, modified_ns).run()
 
 
+def settle_superseded(fs, entry: JournalEntry, path: bytes) -> None:
+    """Clean up after an upload that a later content of its file replaced (journal.supersede
+    took it out of the journal): abort it, or delete its archive if it became one, and drop
+    its parts. Best effort: what a failure leaves, the next mount sweeps (parts) or lists as
+    an orphan (an upload)."""
+    shown = path.decode("utf-8", "backslashreplace")
+    log.warning("%s: an earlier content whose recording failed is replaced by the one just "
+                "recorded; dropping its upload (an archive it made in one request stays in "
+                "the vault, unnamed)", shown)
+    try:
+        _Recovery(fs, entry).settle_superseded()
+    except Exception as error:  # noqa: BLE001 - the journal no longer holds it either way
+        log.warning("%s: the replaced upload could not be cleaned up: %s", shown, error)
+
+
 def find_orphans(vault, journal) -> list[dict]:
     """Multipart uploads in the vault that the journal does not know, each with its 'Path'
     decoded from the description where it names one."""
@@ -186,6 +201,16 @@ class _Recovery:
         self.fs.record_archive(self.entry.cache_key, self.entry.ino, self.path,
                                self.entry.size, archive_id, self.entry.tree_hash,
                                self.part_size, [])
+        self._discard_parts()
+
+    def settle_superseded(self) -> None:
+        """A later content replaced this one (settle_superseded): never record it."""
+        archive_id = self._completed_before()
+        if archive_id is None:
+            self._drop()
+            return
+        self.fs.journal.doom(archive_id, self.path)
+        self.fs.delete_archives([archive_id])
         self._discard_parts()
 
     def _overwrite(self) -> bool:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import botocore.exceptions
 import pytest
 
+from glacierfs import recovery
 from glacierfs.config import VaultConfig
 from glacierfs.errors import FsError
 from glacierfs.vault import Vault
@@ -195,3 +198,51 @@ def test_requests_failing_for_good_leave_later_requests_their_retries(make_fs, m
     archive_id = upload()
     assert rig.server.stats()["requests"]["UploadArchive"] == sent + 2
     assert [a["ArchiveId"] for a in rig.inventory()] == [archive_id]
+
+
+def catalog_takes_writes(rig, allowed: bool) -> None:
+    """Let the catalog's database take writes, or refuse them (SQLite's query_only) as a full
+    or read-only disk would."""
+    rig.fs.catalog.db.query(f"PRAGMA query_only = {'OFF' if allowed else 'ON'}")
+
+
+def test_a_content_whose_recording_failed_never_comes_back_over_a_later_one(make_fs):
+    # The archive of "first" is made, but the catalog cannot record it (here the catalog's
+    # database refuses writes at that moment, as a full disk would): close fails, and the
+    # journal still holds the upload. The file is then written again, successfully. The next
+    # mount's recovery finishes every upload the journal holds: it must not put "first"
+    # back over "second".
+    rig = make_fs(retries=True)
+    rig.server.set_faults("UploadArchive:hang:#1")
+    failures: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            rig.store(b"/f", b"first")
+        except BaseException as error:  # noqa: BLE001 - examined below
+            failures.append(error)
+
+    writer = threading.Thread(target=first)
+    writer.start()
+    wait_for(lambda: rig.server.stats()["requests"].get("UploadArchive", 0) == 1,
+             what="the upload to be held")
+    catalog_takes_writes(rig, False)
+    rig.server.set_faults("")  # the held request is answered 503, and botocore sends it again
+    writer.join(timeout=60)
+    catalog_takes_writes(rig, True)
+    assert len(failures) == 1 and "readonly" in str(failures[0]), failures
+    assert len(rig.fs.journal.entries()) == 1  # the recording failed: the journal has it
+
+    fh = rig.fs.open(b"/f", os.O_WRONLY | os.O_TRUNC, pid=OPENER)
+    rig.write_blocks(fh, b"second")
+    rig.fs.flush(fh, pid=OPENER)
+    rig.fs.release(fh)
+    assert rig.fs.journal.entries() == []  # the earlier upload went with the later recording
+
+    recovery.recover(rig.fs)  # what the next mount does first
+    assert rig.read_all(b"/f") == b"second"
+    rig.assert_archive(b"/f", b"second")
+    # The first content's archive stays in the vault, unnamed: a single UploadArchive's id
+    # is known only to the close that failed (a multipart one is deleted: its Complete can be
+    # repeated to learn it).
+    assert sorted(a["Size"] for a in rig.inventory()) == [5, 6]
