@@ -352,8 +352,12 @@ def status(mountpoint: Path, watch: bool) -> None:
 @click.option("--tier", type=click.Choice(TIERS, case_sensitive=False),
               default="Standard", show_default=True,
               help="Retrieval tier for the catalog snapshot (Expedited: minutes, costs more).")
+@click.option("--snapshot", metavar="ARCHIVE_ID",
+              help="Restore this catalog snapshot (its archive id, or the start of it), not the "
+                   "newest: another catalog's (recover lists them when it leaves archives "
+                   "alone).")
 def recover(vault: str, endpoint_url, region, profile, local_dir, cache_dir, force,
-            poll_interval, tier) -> None:
+            poll_interval, tier, snapshot) -> None:
     """Rebuild the catalog of VAULT in a cache dir that has none (a new machine).
 
     Takes the vault's inventory, restores the newest catalog snapshot and adds the archives
@@ -368,7 +372,7 @@ def recover(vault: str, endpoint_url, region, profile, local_dir, cache_dir, for
         run_recover(VaultConfig(vault, endpoint_url=endpoint_url, region=region,
                                 profile=profile),
                     cache_dir, local_dir.absolute() if local_dir is not None else None, force,
-                    poll_interval, tier)
+                    poll_interval, tier, snapshot)
 
 
 @cli.command()

@@ -41,7 +41,7 @@ from .config import CATALOG_FILE, VaultConfig, format_size
 from .errors import UserError
 from .mount import cache_lock
 from .naming import Namer, Placed, creation_ns
-from .snapshot import Snapshot, described, ensure_schema, record
+from .snapshot import Snapshot, described, ensure_schema, record, same_catalog
 from .uploads import open_vault, unfinished_uploads
 from .vault import is_not_found, user_errors
 
@@ -58,13 +58,16 @@ class Outcome:
     placed: Placed = field(default_factory=Placed)
     dropped: list[bytes] = field(default_factory=list)  # files whose archive left the vault
     unfinished: int = 0  # files the copy held mid-write
+    others: list[dict] = field(default_factory=list)  # other catalogs' snapshots
     left_alone: int = 0  # unknown archives older than the snapshot
     files: int = 0
     directories: int = 0
 
 
 def run(config: VaultConfig, cache_dir: Path, local_dir: Path | None, force: bool,
-        poll_interval: float, tier: str) -> None:
+        poll_interval: float, tier: str, snapshot: str | None = None) -> None:
+    """`snapshot`: the archive id (or its start) of the catalog snapshot to restore, instead
+    of the newest."""
     catalog_path = cache_dir / CATALOG_FILE
     if catalog_path.exists() and not force:
         raise UserError(f"{cache_dir} already has a catalog ({CATALOG_FILE}); --force "
@@ -82,7 +85,8 @@ def run(config: VaultConfig, cache_dir: Path, local_dir: Path | None, force: boo
             temp = cache_dir / f"{CATALOG_FILE}.recovering"
             _remove(temp)
             try:
-                outcome = _build(vault, listing, temp, cache_dir, tier, poll_interval)
+                outcome = _build(vault, listing, temp, cache_dir, tier, poll_interval,
+                                 snapshot)
                 backup = _install(temp, catalog_path)
             finally:
                 _remove(temp)
@@ -96,15 +100,23 @@ def _note(line: str) -> None:
 
 
 def _build(vault, listing: jobs.Inventory, temp: Path, cache_dir: Path, tier: str,
-           poll_interval: float) -> Outcome:
+           poll_interval: float, chosen: str | None) -> Outcome:
     by_id = {a["ArchiveId"]: a for a in listing.archives}
     snapshots = sorted((a for a in listing.archives if described(a.get("ArchiveDescription"))),
-                       key=lambda a: (described(a["ArchiveDescription"])["created"],
-                                      a.get("CreationDate") or ""))
+                       key=_created)
     outcome = Outcome()
+    if chosen is not None:
+        snapshots = snapshots[:snapshots.index(_chosen(snapshots, chosen)) + 1]
     if snapshots:
-        newest = _restore_newest(vault, snapshots, temp, cache_dir, tier, poll_interval)
-        snapshots = snapshots[:snapshots.index(newest) + 1]  # the newer ones left the vault
+        newest = _restore_newest(vault, snapshots[-1:] if chosen else snapshots, temp,
+                                 cache_dir, tier, poll_interval)
+        # Those after it: left the vault (the inventory is older), or chosen against. Those
+        # of another catalog (another machine's) are left alone: listed, never doomed.
+        fields = described(newest["ArchiveDescription"])
+        outcome.others = [a for a in by_id.values() if (other := described(
+            a.get("ArchiveDescription"))) and not same_catalog(fields, other)]
+        snapshots = [a for a in snapshots[:snapshots.index(newest) + 1]
+                     if a not in outcome.others]
         outcome.snapshot = newest
         outcome.created = described(newest["ArchiveDescription"])["created"]
     catalog = Catalog(temp, os.getuid(), os.getgid())
@@ -126,6 +138,28 @@ def _build(vault, listing: jobs.Inventory, temp: Path, cache_dir: Path, tier: st
     finally:
         catalog.close()
     return outcome
+
+
+def _created(snapshot: dict) -> tuple[str, str]:
+    """The order of snapshots (inventory entries): by their copy time."""
+    return described(snapshot["ArchiveDescription"])["created"], snapshot.get("CreationDate") or ""
+
+
+def _chosen(snapshots: list[dict], start: str) -> dict:
+    """The snapshot whose archive id is or starts with `start` (recover --snapshot)."""
+    found = [a for a in snapshots if a["ArchiveId"].startswith(start)]
+    if len(found) != 1:
+        raise UserError(f"{'no' if not found else len(found)} catalog snapshot(s) in the "
+                        f"inventory have an archive id starting with {start!r}; "
+                        f"{_listed(snapshots) or 'the inventory lists none'}")
+    return found[0]
+
+
+def _listed(snapshots: list[dict]) -> str:
+    """The snapshots, newest first, as `recover --snapshot` takes them."""
+    return "; ".join(
+        f"{described(a['ArchiveDescription'])['created']}: {format_size(int(a['Size']))}, "
+        f"--snapshot {a['ArchiveId'][:16]}" for a in reversed(snapshots))
 
 
 def _restore_newest(vault, snapshots: list[dict], temp: Path, cache_dir: Path, tier: str,
@@ -272,6 +306,13 @@ def _summary(vault: str, catalog_path: Path, listing: jobs.Inventory, outcome: O
         if outcome.left_alone:
             lines.append(f"  left alone {outcome.left_alone} archive(s) older than the "
                          "snapshot that it does not name (`glacierfs inventory` lists them)")
+        if outcome.others:
+            # A second machine mounted this vault with a new cache dir: two catalogs. The
+            # newest snapshot may be its near-empty one.
+            lines.append(f"  the vault also holds {len(outcome.others)} snapshot(s) of another "
+                         "catalog (the vault was mounted from another cache dir), left alone; "
+                         "to recover from one instead, run this again with --force and "
+                         + _listed(sorted(outcome.others, key=_created)))
     else:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(placed.kinds.items()))
         lines.append(f"  no catalog snapshot in the vault: named {placed.files} archive(s) "

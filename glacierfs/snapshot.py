@@ -64,6 +64,16 @@ SCHEMA = [
         count INTEGER NOT NULL
     )""",
     "INSERT OR IGNORE INTO catalog_changes (id, count) VALUES (1, 0)",
+    """
+    -- This catalog's identity, written into each of its snapshots' descriptions: a vault
+    -- mounted from two cache dirs (two machines) holds two catalogs' snapshots, and
+    -- `glacierfs recover` must not take one's for the other's older ones (and doom them).
+    CREATE TABLE IF NOT EXISTS catalog_identity (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        catalog_id TEXT NOT NULL       -- 16 hex digits, random
+    )""",
+    "INSERT OR IGNORE INTO catalog_identity (id, catalog_id) "
+    "VALUES (1, lower(hex(randomblob(8))))",
 ] + [
     f"CREATE TRIGGER IF NOT EXISTS catalog_changed_{table}_{event.lower()} AFTER {event} ON "
     f"{table} BEGIN UPDATE catalog_changes SET count = count + 1 WHERE id = 1; END"
@@ -84,12 +94,25 @@ def _stamp(when: dt.datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
-def describe(created: dt.datetime) -> str:
+def describe(created: dt.datetime, catalog_id: str) -> str:
     """{"path": ".glacierfs/catalog-20261122T054754.325Z.sqlite.gz", "glacierfs": "catalog",
-    "created": "2026-11-22T05:47:54.325Z"}: printable ASCII, far under 1,024 characters."""
+    "created": "2026-11-22T05:47:54.325Z", "catalog": "5f0c..."}: printable ASCII, far under
+    1,024 characters."""
     compact = created.strftime("%Y%m%dT%H%M%S.") + f"{created.microsecond // 1000:03d}Z"
     return json.dumps({"path": f"{SNAPSHOT_DIR}/catalog-{compact}.sqlite.gz", "glacierfs": KIND,
-                       "created": _stamp(created)})
+                       "created": _stamp(created), "catalog": catalog_id})
+
+
+def catalog_id(db) -> str:
+    """The identity of a catalog (a sqlite.Database with the snapshot tables)."""
+    return db.one("SELECT catalog_id FROM catalog_identity WHERE id = 1")["catalog_id"]
+
+
+def same_catalog(fields: dict, other: dict) -> bool:
+    """Whether two snapshots' description fields are one catalog's. Snapshots from before
+    identities have none, and count as anyone's (as they did)."""
+    return None in (fields.get("catalog"), other.get("catalog")) or (
+        fields["catalog"] == other["catalog"])
 
 
 def described(description: str | None) -> dict | None:
@@ -240,7 +263,7 @@ class Snapshotter:
         try:
             changes = copy_catalog(self.catalog_path, copy)
             compress(copy, packed)
-            description = describe(created)
+            description = describe(created, catalog_id(self.db))
             archive_id, tree_hash, size = upload(self.fs.vault, packed, description,
                                                  self.part_size)
         finally:

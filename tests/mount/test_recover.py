@@ -327,6 +327,57 @@ def test_a_new_catalog_on_a_vault_with_archives_is_pointed_out(mount, serve):
         assert m.umount().returncode == 0
 
 
+def test_a_second_catalog_s_snapshots_are_told_apart(mount, serve):
+    # A second machine mounted the vault with a new cache dir and wrote one file: its
+    # near-empty catalog's snapshot is now the newest. recover restores it, lists the first
+    # catalog's snapshot as another catalog's (never doomed: the recovered catalog does not
+    # record it), and --snapshot recovers from that one instead, adding what the second
+    # machine wrote after it.
+    m = mount()
+    write_tree(m.path)
+    expected = tree(m.path)
+    assert m.umount().returncode == 0
+    [first] = snapshots(m.glacier, m.vault)
+    laptop = m.cache_dir.parent / "laptop-cache"
+    second = mount(vault=m.vault, cache_dir=laptop)
+    (second.path / "laptop.txt").write_bytes(b"laptop")
+    assert second.umount().returncode == 0
+    # (the inventory job this takes is the one recover uses: a recent one is reused)
+    [newest] = [a for a in snapshots(m.glacier, m.vault) if a["ArchiveId"] != first["ArchiveId"]]
+    assert newest["fields"]["catalog"] != first["fields"]["catalog"]
+
+    recovered = m.cache_dir.parent / "recovered-cache"
+    result = glacierfs_cmd(serve, "recover", m.vault, recovered)
+    assert result.returncode == 0, result.stderr
+    assert f"catalog snapshot of {newest['fields']['created']}" in result.stdout
+    assert "also holds 1 snapshot(s) of another catalog" in result.stdout, result.stdout
+    assert f"--snapshot {first['ArchiveId'][:16]}" in result.stdout
+    with sqlite3.connect(recovered / "catalog.sqlite3") as db:
+        recorded = {row[0] for row in db.execute("SELECT archive_id FROM catalog_snapshots")}
+    assert recorded == {newest["ArchiveId"]}
+
+    result = glacierfs_cmd(serve, "recover", m.vault, recovered, "--force",
+                           "--snapshot", first["ArchiveId"][:16])
+    assert result.returncode == 0, result.stderr
+    assert f"catalog snapshot of {first['fields']['created']}" in result.stdout
+    assert "plus 1 archive(s) written after it" in result.stdout
+    assert f"--snapshot {newest['ArchiveId'][:16]}" in result.stdout
+    found = tree(mount(vault=m.vault, cache_dir=recovered).path)
+    assert found.pop("laptop.txt")[1] == len(b"laptop")
+    expected.pop(".")  # the root's mtime moved with laptop.txt's arrival
+    found.pop(".")
+    assert found == expected
+
+    bad = glacierfs_cmd(serve, "recover", m.vault, m.cache_dir.parent / "other",
+                        "--snapshot", "nonesuch")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    line = bad.stderr.splitlines()[-1]  # after the line on the inventory job it used
+    assert line.startswith("glacierfs: no catalog snapshot(s) in the inventory have an "
+                           "archive id starting with 'nonesuch'; "), line
+    assert f"--snapshot {first['ArchiveId'][:16]}" in line
+    assert not (m.cache_dir.parent / "other").exists()
+
+
 def test_recover_downloads_again_and_reuses_a_recent_inventory(mount, serve):
     m = mount()
     (m.path / "a.txt").write_bytes(b"a")
