@@ -423,7 +423,7 @@ def umount(mountpoint: Path, timeout: float | None = None, progress=None) -> Non
     if pid is None:
         return
     deadline = None if timeout is None else time.monotonic() + timeout
-    while _alive(pid):
+    while alive(pid):
         if deadline is not None and time.monotonic() > deadline:
             raise UserError(f"glacierfs daemon {pid} is still finishing uploads")
         if progress is not None:
@@ -445,9 +445,15 @@ def force_unmount(mountpoint: Path, pid: int | None) -> None:
             pass
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process runs. A zombie does not: the daemon is setsid'd and reparented, and
+    where the reaper is slow (or, in some containers, absent) a killed daemon stays one."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .config import format_size as human
 from .config import printable
 from .errors import UserError
-from .mount import _alive, mount_type
+from .mount import alive, mount_type
 from .statusfile import read_status, status_file
 
 STALE = 5.0  # seconds: an older snapshot means the daemon is busy (or stuck); it is flagged
@@ -179,7 +179,7 @@ def mount_status(mountpoint: Path) -> dict:
     if status is None:
         raise UserError(f"the glacierfs daemon of {mountpoint} has written no status (it is "
                         "still starting, or a version without `glacierfs status`)", exit_code=1)
-    if not _alive(status["pid"]):
+    if not alive(status["pid"]):
         raise UserError(f"the glacierfs daemon of {mountpoint} (pid {status['pid']}) is not "
                         "running", exit_code=1)
     return status
@@ -196,7 +196,7 @@ def show_status(mountpoint: Path, watch: bool) -> None:
         if status is None:  # removed at the end of an unmount
             print(f"glacierfs: {mountpoint} was unmounted and its uploads finished")
             return
-        if not _alive(pid):
+        if not alive(pid):
             raise UserError(f"the glacierfs daemon of {mountpoint} (pid {pid}) exited with "
                             "uploads or restores pending", exit_code=1)
     display.show(status, force=True)

@@ -248,14 +248,16 @@ class Snapshotter:
             try:
                 if not self.changed():
                     return None
-                return self.take()
+                # At unmount, an unreachable vault is not waited for (glacierfs umount would
+                # sit silent for minutes): the next mount takes the snapshot.
+                return self.take(self.fs.vault.impatient() if final else self.fs.vault)
             except Exception as error:  # noqa: BLE001 - a log line, and a retry later
                 retry = ("at the next mount" if final or self.interval <= 0 else
                          f"in {self.interval / 60:g} minutes")
                 log.warning("catalog snapshot failed: %s; trying again %s", error, retry)
                 return None
 
-    def take(self) -> Snapshot:
+    def take(self, vault=None) -> Snapshot:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         copy = self.work_dir / "catalog-copy.sqlite3"
         packed = self.work_dir / "catalog-copy.sqlite3.gz"
@@ -264,7 +266,7 @@ class Snapshotter:
             changes = copy_catalog(self.catalog_path, copy)
             compress(copy, packed)
             description = describe(created, catalog_id(self.db))
-            archive_id, tree_hash, size = upload(self.fs.vault, packed, description,
+            archive_id, tree_hash, size = upload(vault or self.fs.vault, packed, description,
                                                  self.part_size)
         finally:
             copy.unlink(missing_ok=True)

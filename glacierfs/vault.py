@@ -6,6 +6,7 @@ and we hand both to botocore so it does not read a part again to hash it.
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import threading
@@ -142,6 +143,13 @@ class Vault:
             vaultName=self.name, uploadId=upload_id, archiveSize=str(size), checksum=tree_hash
         ))
         return reply["archiveId"]
+
+    def impatient(self) -> Vault:
+        """This vault (the same client), its requests not waiting for an unreachable
+        endpoint: for what can as well be done later."""
+        other = copy.copy(self)
+        other.patience = 0.0
+        return other
 
     def _patient(self, send):
         """send(), again and again while the endpoint cannot be connected to, for up to

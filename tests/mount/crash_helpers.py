@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from glacierfs.mount import alive
 from tests.mount.conftest import force_unmount
 from tests.vault_helpers import file_archives
 
@@ -62,21 +63,8 @@ def kill9(m) -> None:
     pid = m.daemon_pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not _alive(pid), "the daemon to die")
+    wait_for(lambda: not alive(pid), "the daemon to die")
     force_unmount(m.path, None)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (our child? no: the daemon is setsid'd and reparented) counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
 
 
 def archive_counts(glacier, vault: str) -> Counter:

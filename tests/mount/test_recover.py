@@ -533,6 +533,21 @@ def test_a_failed_snapshot_upload_does_not_fail_the_unmount(mount):
     assert len(snapshots(m.glacier, m.vault)) == 1
 
 
+def test_an_unreachable_vault_at_unmount_is_not_waited_for_by_the_snapshot(mount, serve):
+    # Every file is in the vault; only the last snapshot is left, and the vault went away.
+    # The mount waits up to 5 minutes for an unreachable endpoint where a file's upload is at
+    # stake; a snapshot the next mount can take is not worth a silent wait in umount.
+    m = mount("--snapshot-interval", "0")
+    (m.path / "f.txt").write_bytes(b"f")
+    serve.stop()
+    result = m.umount()
+    assert result.returncode == 0, result.stderr
+    log = m.log()
+    failed = [line for line in log.splitlines() if "catalog snapshot failed" in line]
+    assert len(failed) == 1 and "next mount" in failed[0], log[-3000:]
+    assert "uploads wait for it" not in log
+
+
 def test_kill9_during_a_snapshot_upload(mount):
     """The crash table's row: the snapshot archive got into the vault, the catalog never
     recorded it. Nothing is lost; the next unmount snapshots again; `glacierfs inventory`

@@ -274,6 +274,23 @@ def test_status_refusals(mount, tmp_path):
     assert_refused(run_glacierfs("status", "/proc"), "not a glacierfs mount", "proc")
 
 
+def test_status_of_a_killed_daemon_says_it_is_not_running(mount):
+    # The killed daemon may linger as a zombie (reparented, not reaped yet): still dead.
+    m = mount()
+    (m.path / "f").write_bytes(b"f")
+    pid = m.daemon_pid()
+    os.kill(pid, signal.SIGKILL)
+    try:
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(
+                    ") ", 1)[1][0] == "Z":
+                break
+            time.sleep(0.05)
+        assert_refused(run_glacierfs("status", str(m.path)), f"(pid {pid}) is not running")
+    finally:
+        force_unmount(m.path, None)
+
+
 # ---- glacierfs umount -----------------------------------------------------------------------
 
 # A writer whose opener closes it before writing and whose only writes come from a forked
