@@ -98,9 +98,15 @@ class Journal:
                 "VALUES (?, ?, ?, 'writing', ?)", (cache_key, ino, part_size, time.time_ns()))
 
     def part_sealed(self, cache_key: str, index: int, size: int, tree_hash: str) -> None:
+        # A part sealed again with the same bytes (recovery checks every cached part) is still
+        # the part the vault confirmed: only a new tree hash unconfirms it. Resetting it made
+        # a second recovery miss that Complete had happened, and give the file up.
         with self.db.transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO upload_parts (cache_key, idx, size, tree_hash) "
-                         "VALUES (?, ?, ?, ?)", (cache_key, index, size, tree_hash))
+            conn.execute("INSERT INTO upload_parts (cache_key, idx, size, tree_hash) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT (cache_key, idx) DO UPDATE SET "
+                         "uploaded = uploaded AND tree_hash = excluded.tree_hash AND "
+                         "size = excluded.size, size = excluded.size, "
+                         "tree_hash = excluded.tree_hash", (cache_key, index, size, tree_hash))
 
     def part_reopened(self, cache_key: str, index: int) -> None:
         with self.db.transaction() as conn:

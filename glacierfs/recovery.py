@@ -29,9 +29,15 @@ from . import treehash
 from .archive_names import described_path
 from .description import describe
 from .journal import JournalEntry
-from .vault import is_not_found
+from .vault import error_code, is_not_found
 
 log = logging.getLogger(__name__)
+
+
+# What the vault answers a repeated Complete of an upload it never completed: it does not
+# know the upload (expired, aborted), or its parts do not make that archive.
+REFUSED_COMPLETE = {"ResourceNotFoundException", "InvalidParameterValueException",
+                    "MissingParameterValueException"}
 
 
 class Unrecoverable(Exception):
@@ -308,7 +314,11 @@ class _Recovery:
         try:
             return self.fs.vault.complete(self.upload_id, entry.size, entry.tree_hash)
         except Exception as error:
-            if not _client_error(error):
+            # Only the vault's no (the upload is unknown, or cannot be completed so) says
+            # Complete never happened. Anything else (503, throttling after botocore's
+            # retries) says nothing: taken as a no, a completed file whose parts left the
+            # cache was given up. It stops the mount instead, the journal kept for next time.
+            if error_code(error) not in REFUSED_COMPLETE:
                 raise
         return None
 
@@ -367,7 +377,3 @@ class _Recovery:
     def _discard_parts(self) -> None:
         for key in self.fs.cache.keys(f"{self.entry.cache_key}."):
             self.fs.cache.discard(key)
-
-
-def _client_error(error: BaseException) -> bool:
-    return hasattr(error, "response") and "Error" in getattr(error, "response", {})

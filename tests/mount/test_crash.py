@@ -17,6 +17,8 @@ import pytest
 
 from tests.mount.crash_helpers import (
     archive_counts, background, cached_part_files, journal, kill9, wait_for)
+from glacierfs.mount import is_mounted, pid_file
+from tests.mount.conftest import GLACIERFS, force_unmount, run_glacierfs
 from tests.mount.mount_helpers import PART, assert_archive, open_uploads, pattern
 
 
@@ -391,3 +393,66 @@ def test_a_file_removed_once_its_upload_completed_does_not_stop_the_next_mount(m
     assert open_uploads(m.glacier, m.vault) == []
     for where in ("staging", "pending", "uploaded"):
         assert cached_part_files(m.cache_dir, where) == [], where
+
+
+@pytest.mark.parametrize("trouble", ["503", "a second crash"])
+def test_an_async_closed_file_completed_before_the_crash_survives_a_troubled_recovery(
+        mount, tmp_path, trouble):
+    # --async-close and a small cache: the file's first parts leave the cache once sent. The
+    # vault carries out Complete, and the daemon dies before the reply. Then recovery is
+    # troubled: the repeated Complete answers 503 (beyond botocore's retries), or a second
+    # kill -9 hits recovery itself. Either way only a repeated Complete can learn the archive
+    # (the vault no longer lists the upload's parts, and the cache lost some): the file must
+    # not be given up. It used to be removed, its complete archive left nameless.
+    data = pattern(5 * PART + PART // 2, 21)
+    (tmp_path / "x").write_bytes(data)
+    options = ("--async-close",)
+    m = mount(*options, cache_size="3M")
+    before = m.stats()
+    held = "hang-after" if trouble == "503" else "hang"
+    m.set_faults(f"CompleteMultipartUpload:{held}:#1")
+    try:
+        done = subprocess.run(["cp", tmp_path / "x", m.path / "x"], capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: delta(m, before, "CompleteMultipartUpload") == 1, "Complete held")
+        kill9(m)
+    finally:
+        m.set_faults("")
+    (tmp_path / "refused").mkdir()
+    (tmp_path / "cut").mkdir()
+    if trouble == "503":
+        m.set_faults("CompleteMultipartUpload:503:#1+")
+        try:
+            refused = run_glacierfs("mount", m.vault, str(tmp_path / "refused"),
+                                    "--endpoint-url", m.serve.endpoint_url, "--cache-dir",
+                                    str(m.cache_dir), "--part-size", "1M", "--cache-size",
+                                    "3M", *options, env=m.env, timeout=300)
+        finally:
+            m.set_faults("")
+            if is_mounted(tmp_path / "refused"):  # (what the old code did: take it away)
+                force_unmount(tmp_path / "refused",
+                              int(pid_file(tmp_path / "refused").read_text()))
+        assert refused.returncode != 0 and "nothing was lost" in refused.stderr, refused
+    else:  # the recovery's own Complete is carried out, and the daemon dies again
+        m.set_faults("CompleteMultipartUpload:hang-after:#1")
+        try:
+            cut = subprocess.Popen([*GLACIERFS, "mount", m.vault, str(tmp_path / "cut"),
+                                    "--endpoint-url", m.serve.endpoint_url, "--cache-dir",
+                                    str(m.cache_dir), "--part-size", "1M", "--cache-size",
+                                    "3M", "--foreground", *options], env=m.env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for(lambda: delta(m, before, "CompleteMultipartUpload") == 2,
+                         "recovery's Complete held")
+            finally:
+                cut.kill()
+                cut.wait(timeout=30)
+        finally:
+            m.set_faults("")
+    again = mount(*options, cache_size="3M", cache_dir=m.cache_dir)
+    assert (again.path / "x").stat().st_size == len(data)
+    assert again.umount().returncode == 0
+    assert archive_counts(m.glacier, m.vault) == {"x": 1}
+    assert_archive(m.glacier, m.vault, "x", data)
+    assert open_uploads(m.glacier, m.vault) == []
