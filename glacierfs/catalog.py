@@ -8,6 +8,7 @@ synchronous=FULL): a change is durable when the call that made it returns. Names
 from __future__ import annotations
 
 import errno
+import re
 import stat
 import threading
 import time
@@ -64,7 +65,16 @@ CREATE TABLE IF NOT EXISTS parts (
     tree_hash TEXT NOT NULL,
     PRIMARY KEY (ino, idx)
 );
+
+-- Files libfuse renamed to .fuse_hidden + 16 hex digits (HIDDEN_NAME) because they were
+-- unlinked while open; it unlinks that name at the last close, and a crash before that leaves
+-- it, which the next mount removes. A file someone named so (another FUSE filesystem's
+-- leftover, backed up) is not here, and stays.
+CREATE TABLE IF NOT EXISTS hidden_while_open (
+    ino INTEGER PRIMARY KEY REFERENCES inodes(ino) ON DELETE CASCADE
+);
 """
+HIDDEN_NAME = re.compile(rb"\.fuse_hidden[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,23 @@ class Catalog:
         if row is None:
             raise FsError(errno.ENOENT, f"inode {ino} not found")
         return Inode(**dict(row))
+
+    def mark_hidden(self, ino: int) -> None:
+        """libfuse hid this open file, unlinked, under a HIDDEN_NAME (hidden_while_open)."""
+        with self.db.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO hidden_while_open (ino) VALUES (?)", (ino,))
+
+    def unmark_hidden(self, ino: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM hidden_while_open WHERE ino = ?", (ino,))
+
+    def hidden_leftovers(self) -> list[bytes]:
+        """Paths of files hidden while open that are still there (their last close never
+        came: the mount stopped)."""
+        rows = self.db.query("SELECT e.parent, e.name FROM entries AS e JOIN hidden_while_open "
+                             "AS h ON h.ino = e.ino")
+        return [self.path_of(row["parent"]).rstrip(b"/") + b"/" + bytes(row["name"])
+                for row in rows]
 
     def lookup(self, parent: int, name: bytes) -> int | None:
         row = self.db.one("SELECT ino FROM entries WHERE parent = ? AND name = ?", (parent, name))

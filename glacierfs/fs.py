@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from . import recovery, treehash
 from .cache import PartCache
-from .catalog import ROOT_INO, Catalog, Inode
+from .catalog import HIDDEN_NAME, ROOT_INO, Catalog, Inode
 from .config import CacheConfig
 from .description import describe
 from .errors import FsError
@@ -84,6 +84,7 @@ class GlacierFS:
         self.config = config
         self.pool = pool
         self._handles: dict[int, Handle] = {}
+        self._hidden: set[int] = set()  # open files libfuse hid (catalog.hidden_while_open)
         self._writers: dict[int, FileUpload] = {}  # ino -> its open writer
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
@@ -221,6 +222,14 @@ class GlacierFS:
         with self.catalog.db.transaction():
             replaced = self.catalog.rename(old_parent.ino, old_name, new_parent.ino, new_name)
             doomed = self._doom(replaced.archive_id if replaced else None, new)
+            if HIDDEN_NAME.fullmatch(new_name):  # libfuse hiding an open file unlinked?
+                moved = self.catalog.lookup(new_parent.ino, new_name)
+                with self._lock:
+                    hidden = any(handle.ino == moved for handle in self._handles.values())
+                    if hidden:
+                        self._hidden.add(moved)
+                if hidden:
+                    self.catalog.mark_hidden(moved)
         if replaced is not None:
             self._forget(replaced, doomed)
 
@@ -461,6 +470,14 @@ class GlacierFS:
         finally:
             with self._lock:
                 self._handles.pop(fh, None)
+                # The last close of a hidden file: libfuse unlinks it next. If it does not
+                # (someone else named an open file so), it is no leftover.
+                shown = handle.ino in self._hidden and not any(
+                    other.ino == handle.ino for other in self._handles.values())
+                if shown:
+                    self._hidden.discard(handle.ino)
+            if shown:
+                self.catalog.unmark_hidden(handle.ino)
 
     def fsync(self, fh: int) -> None:
         handle = self._handle(fh)

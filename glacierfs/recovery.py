@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 
 from . import treehash
@@ -105,22 +104,13 @@ def find_orphans(vault, journal) -> list[dict]:
     return orphans
 
 
-# libfuse renames a file that is unlinked while open to .fuse_hiddenINOCOUNT and unlinks that
-# at the last close. No file is open before a mount starts, so any such name is a file that
-# was deleted while open when the daemon died: finish the deletion.
-_HIDDEN = re.compile(rb"\.fuse_hidden[0-9a-f]{16}")
-
-
 def _remove_hidden_leftovers(fs) -> None:
-    rows = fs.catalog.db.query("SELECT parent, name FROM entries WHERE "
-                               "substr(name, 1, 12) = CAST('.fuse_hidden' AS BLOB)")
-    for row in rows:
-        name = bytes(row["name"])
-        if _HIDDEN.fullmatch(name):
-            path = fs.catalog.path_of(row["parent"]).rstrip(b"/") + b"/" + name
-            log.info("%s: deleted while open when the mount stopped; removing it",
-                     path.decode("utf-8", "backslashreplace"))
-            fs.unlink(path)
+    # No file is open before a mount starts: a file libfuse hid because it was unlinked while
+    # open, still there, was deleted while open when the daemon died. Finish the deletion.
+    for path in fs.catalog.hidden_leftovers():
+        log.info("%s: deleted while open when the mount stopped; removing it",
+                 path.decode("utf-8", "backslashreplace"))
+        fs.unlink(path)
 
 
 def _sweep_unsent_parts(fs) -> None:

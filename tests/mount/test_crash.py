@@ -9,6 +9,7 @@ catalog database, says the daemon got there.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -228,6 +229,29 @@ def test_a_file_removed_while_it_was_written_is_dropped(mount, tmp_path):
     assert archive_counts(m.glacier, m.vault) == {}
     assert cached_part_files(m.cache_dir, "staging") == []
     assert cached_part_files(m.cache_dir, "pending") == []
+
+
+def test_files_named_like_libfuse_s_hidden_ones_are_kept(mount, tmp_path):
+    # sshfs, ntfs-3g and others leave .fuse_hidden + 16 hex digits names behind, so they turn
+    # up in backed-up trees. Only a file libfuse hid while it was open (above) is a leftover:
+    # these stayed removed (a directory so named even stopped every later mount).
+    m = mount()
+    name = ".fuse_hidden0000002a00000001"
+    (tmp_path / name).write_bytes(b"precious")
+    subprocess.run(["cp", tmp_path / name, m.path / name], check=True)
+    (m.path / "sub" / ".fuse_hidden00000001000000aa").mkdir(parents=True)
+    held = open(m.path / "held.bin", "wb")  # open while renamed to a hidden-like name
+    try:
+        held.write(b"held")
+        os.rename(m.path / "held.bin", m.path / "sub" / ".fuse_hidden00000003000000bb")
+    finally:
+        held.close()
+    assert m.umount().returncode == 0
+    again = mount(cache_dir=m.cache_dir)
+    assert (again.path / name).read_bytes() == b"precious"
+    assert (again.path / "sub" / ".fuse_hidden00000001000000aa").is_dir()
+    assert (again.path / "sub" / ".fuse_hidden00000003000000bb").read_bytes() == b"held"
+    assert archive_counts(m.glacier, m.vault)[name] == 1
 
 
 def _crash_between_parts(m, tmp_path, name: str, data: bytes) -> None:
