@@ -16,10 +16,16 @@ import sys
 import diskcache
 import pytest
 
-from tests.mount.crash_helpers import (
-    archive_counts, background, cached_part_files, journal, kill9, wait_for)
 from glacierfs.mount import is_mounted, pid_file
 from tests.mount.conftest import GLACIERFS, force_unmount, run_glacierfs
+from tests.mount.crash_helpers import (
+    archive_counts,
+    background,
+    cached_part_files,
+    journal,
+    kill9,
+    wait_for,
+)
 from tests.mount.mount_helpers import PART, assert_archive, open_uploads, pattern
 
 
@@ -240,12 +246,9 @@ def test_files_named_like_libfuse_s_hidden_ones_are_kept(mount, tmp_path):
     (tmp_path / name).write_bytes(b"precious")
     subprocess.run(["cp", tmp_path / name, m.path / name], check=True)
     (m.path / "sub" / ".fuse_hidden00000001000000aa").mkdir(parents=True)
-    held = open(m.path / "held.bin", "wb")  # open while renamed to a hidden-like name
-    try:
+    with open(m.path / "held.bin", "wb") as held:  # open while renamed to a hidden-like name
         held.write(b"held")
         os.rename(m.path / "held.bin", m.path / "sub" / ".fuse_hidden00000003000000bb")
-    finally:
-        held.close()
     assert m.umount().returncode == 0
     again = mount(cache_dir=m.cache_dir)
     assert (again.path / name).read_bytes() == b"precious"
