@@ -285,9 +285,20 @@ class GlacierFS:
     def create(self, path: bytes, mode: int, uid: int, gid: int, pid: int) -> int:
         parent, name = self.catalog.resolve_parent(path)
         mode, gid = _inherited(parent, stat.S_IFREG | (mode & 0o7777), gid)
-        with self.catalog.db.transaction():  # the new name and its journal entry, together
-            node = self.catalog.create(parent.ino, name, mode, uid, gid)
-            return self._open_writer(node, path, pid)
+        node = fh = None
+        try:
+            with self.catalog.db.transaction():  # the new name and its journal entry, together
+                node = self.catalog.create(parent.ino, name, mode, uid, gid)
+                fh = self._open_writer(node, path, pid)
+        except BaseException:
+            # The commit failed (a full disk): the inode number goes back to SQLite, and the
+            # next create gets it; its writer must not stay registered (EBUSY for good).
+            if fh is not None:  # (else nothing of ours was registered)
+                with self._lock:
+                    self._handles.pop(fh, None)
+                    self._writers.pop(node.ino, None)
+            raise
+        return fh
 
     def open(self, path: bytes, flags: int, pid: int) -> int:
         node = self.catalog.resolve(path)

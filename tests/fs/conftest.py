@@ -142,7 +142,7 @@ def make_fs(tmp_path: Path):
 
     def make(cache_parts: int = 64, faults: str = "", latency_ms: float = 0.0,
              retries: bool = False, upload_threads: int = 2, async_close: bool = False,
-             patience: float = 0.0) -> Rig:
+             patience: float = 0.0, catalog_dir: Path | None = None) -> Rig:
         root = tmp_path / f"rig{len(rigs)}"
         server = LocalVaultServer(ServerConfig(data_dir=root / "srv", faults=faults,
                                                latency_ms=latency_ms)).start()
@@ -155,7 +155,7 @@ def make_fs(tmp_path: Path):
                                  part_size=PART, upload_threads=upload_threads,
                                  async_close=async_close)
             cache = PartCache(config.directory, config.size)
-            catalog = Catalog(root / "cat.db", 0, 0)
+            catalog = Catalog((catalog_dir or root) / "cat.db", 0, 0)
             fs = GlacierFS(catalog, cache, vault, config, UploadPool(config.upload_threads))
         except BaseException:
             server.stop()

@@ -6,6 +6,8 @@ import errno
 import hashlib
 import logging
 import os
+import sqlite3
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -246,3 +248,33 @@ def test_a_content_whose_recording_failed_never_comes_back_over_a_later_one(make
     # is known only to the close that failed (a multipart one is deleted: its Complete can be
     # repeated to learn it).
     assert sorted(a["Size"] for a in rig.inventory()) == [5, 6]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (we run as root, as the mount tests do), unmounted at teardown."""
+    path = tmp_path / "small-disk"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True)
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_a_create_the_full_catalog_disk_refused_does_not_block_later_ones(make_fs, small_disk):
+    # The catalog's commit fails (its disk is full) after the new file's writer was
+    # registered: SQLite gives the inode number to the next file, whose create then found a
+    # writer and got EBUSY, and so did every create until a remount.
+    rig = make_fs(catalog_dir=small_disk)
+    rig.store(b"/a", b"a")
+    with open(small_disk / "filler", "wb", buffering=0) as filler:
+        with pytest.raises(OSError) as full:
+            while True:
+                filler.write(b"x" * 4096)
+        assert full.value.errno == errno.ENOSPC
+        for name in (b"/n1", b"/n2"):
+            with pytest.raises(sqlite3.OperationalError, match="full"):
+                rig.fs.create(name, 0o644, 0, 0, pid=OPENER)
+        filler.truncate(0)
+    rig.store(b"/after", b"after")
+    rig.assert_archive(b"/after", b"after")
+    assert b"n1" not in rig.fs.readdir(b"/")
