@@ -118,7 +118,7 @@ def _build(vault, listing: jobs.Inventory, temp: Path, cache_dir: Path, tier: st
         snapshots = [a for a in snapshots[:snapshots.index(newest) + 1]
                      if a not in outcome.others]
         outcome.snapshot = newest
-        outcome.created = described(newest["ArchiveDescription"])["created"]
+        outcome.created = fields["created"]
     catalog = Catalog(temp, os.getuid(), os.getgid())
     try:
         ensure_schema(catalog.db)

@@ -632,13 +632,13 @@ def cpu_ceiling(best: dict[str, dict], units: float, ours: list[str], upload: st
     cores: the sum of their CPU per unit is a floor under the mount's. Kernel work outside the
     three processes (page writeback) is not counted, so the true ceiling is lower still."""
     cores = os.cpu_count() or 1
-    key = {"MB": "mbps", "file": "files_per_s"}[unit]
+    key, rate = {"MB": ("mbps", "MB/s"), "file": ("files_per_s", "files/s")}[unit]
     floor = {way: cpu_per_unit(best[way], units) for way in (upload, passthrough)}
     most = cores / sum(floor.values())
     spent = ", ".join(f"{way} {cpu_per_unit(best[way], units) * 1e3:.2f}" for way in ours)
     print(f"CPU ms per {unit}: {upload} {floor[upload] * 1e3:.2f} + {passthrough} "
           f"{floor[passthrough] * 1e3:.2f} = {sum(floor.values()) * 1e3:.2f}, so {cores} cores "
-          f"allow a mount at most {most:.0f} {unit}s/s = {most / best[upload][key]:.2f} x "
+          f"allow a mount at most {most:.0f} {rate} = {most / best[upload][key]:.2f} x "
           f"{upload}, {most / best[passthrough][key]:.2f} x {passthrough}; spent: {spent}")
 
 
