@@ -72,8 +72,8 @@ SCHEMA = [
         id         INTEGER PRIMARY KEY CHECK (id = 1),
         catalog_id TEXT NOT NULL       -- 16 hex digits, random
     )""",
-    "INSERT OR IGNORE INTO catalog_identity (id, catalog_id) "
-    "VALUES (1, lower(hex(randomblob(8))))",
+    ("INSERT OR IGNORE INTO catalog_identity (id, catalog_id) "
+     "VALUES (1, lower(hex(randomblob(8))))"),
 ] + [
     f"CREATE TRIGGER IF NOT EXISTS catalog_changed_{table}_{event.lower()} AFTER {event} ON "
     f"{table} BEGIN UPDATE catalog_changes SET count = count + 1 WHERE id = 1; END"

@@ -17,10 +17,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-
 
 # An INTEGER column holds a signed 64-bit number, so a time in nanoseconds runs from
 # 1677-09-21 to 2262-04-11.

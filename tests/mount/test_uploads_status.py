@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import boto3
 import pytest
@@ -282,8 +283,8 @@ def test_status_of_a_killed_daemon_says_it_is_not_running(mount):
     os.kill(pid, signal.SIGKILL)
     try:
         for _ in range(100):
-            if not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(
-                    ") ", 1)[1][0] == "Z":
+            stat = Path(f"/proc/{pid}/stat")
+            if not stat.exists() or stat.read_text().split(") ", 1)[1][0] == "Z":
                 break
             time.sleep(0.05)
         assert_refused(run_glacierfs("status", str(m.path)), f"(pid {pid}) is not running")
