@@ -165,16 +165,22 @@ class PartCache:
         """pending (or staging: a small file sent straight from there at close) -> uploaded,
         freeing its reservation. Room is made before the part joins the LRU, so the trim
         takes older parts, never this one."""
-        self.release(nbytes)
-        staged = self.staging_path(key)
-        if staged.exists():
-            self._trim_uploaded(incoming=staged.stat().st_size)
-            self.uploaded.set(key, _MovedFile(str(staged)))
-            staged.unlink()
-        elif (path := self._cached_path(self.pending, key)) is not None:
-            self._trim_uploaded(incoming=os.path.getsize(path))
-            self.uploaded.set(key, _MovedFile(path))
-            self.pending.delete(key)  # removes the row and the pending name
+        self.release(nbytes)  # first: the trim counts what unsent parts hold
+        try:
+            staged = self.staging_path(key)
+            if staged.exists():
+                self._trim_uploaded(incoming=staged.stat().st_size)
+                self.uploaded.set(key, _MovedFile(str(staged)))
+                staged.unlink()
+            elif (path := self._cached_path(self.pending, key)) is not None:
+                self._trim_uploaded(incoming=os.path.getsize(path))
+                self.uploaded.set(key, _MovedFile(path))
+                self.pending.delete(key)  # removes the row and the pending name
+        except BaseException:
+            # Not moved (a full disk): the part stays unsent, and whoever fails it releases
+            # its reservation. Released twice, the count went negative.
+            self.take(nbytes)
+            raise
 
     def room_for_restore(self, incoming: int) -> str | None:
         """Make room in the uploaded cache for a restored file's `incoming` bytes, all at once

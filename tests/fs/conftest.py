@@ -142,7 +142,8 @@ def make_fs(tmp_path: Path):
 
     def make(cache_parts: int = 64, faults: str = "", latency_ms: float = 0.0,
              retries: bool = False, upload_threads: int = 2, async_close: bool = False,
-             patience: float = 0.0, catalog_dir: Path | None = None) -> Rig:
+             patience: float = 0.0, catalog_dir: Path | None = None,
+             cache_dir: Path | None = None) -> Rig:
         root = tmp_path / f"rig{len(rigs)}"
         server = LocalVaultServer(ServerConfig(data_dir=root / "srv", faults=faults,
                                                latency_ms=latency_ms)).start()
@@ -151,7 +152,7 @@ def make_fs(tmp_path: Path):
                                   **server.client_kwargs())
             vault = Vault(VaultConfig(VAULT), client=client, patience=patience)
             vault.check(create=True)
-            config = CacheConfig(directory=root / "cache", size=cache_parts * PART,
+            config = CacheConfig(directory=cache_dir or root / "cache", size=cache_parts * PART,
                                  part_size=PART, upload_threads=upload_threads,
                                  async_close=async_close)
             cache = PartCache(config.directory, config.size)

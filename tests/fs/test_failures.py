@@ -252,10 +252,10 @@ def test_a_content_whose_recording_failed_never_comes_back_over_a_later_one(make
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 1 MiB tmpfs (we run as root, as the mount tests do), unmounted at teardown."""
+    """A 6 MiB tmpfs (we run as root, as the mount tests do), unmounted at teardown."""
     path = tmp_path / "small-disk"
     path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(path)], check=True)
     yield path
     subprocess.run(["umount", "-l", str(path)], check=True)
 
@@ -278,3 +278,37 @@ def test_a_create_the_full_catalog_disk_refused_does_not_block_later_ones(make_f
     rig.store(b"/after", b"after")
     rig.assert_archive(b"/after", b"after")
     assert b"n1" not in rig.fs.readdir(b"/")
+
+
+def fill(disk):
+    """Fill a disk; returns the open filler (truncate it to make room again)."""
+    filler = open(disk / "filler", "wb", buffering=0)  # noqa: SIM115 - the caller closes it
+    with pytest.raises(OSError) as full:
+        while True:
+            filler.write(b"x" * 4096)
+    assert full.value.errno == errno.ENOSPC
+    return filler
+
+
+def test_parts_that_cannot_move_into_the_read_cache_keep_the_reservation_count_true(
+        make_fs, small_disk):
+    # The parts are sent, but the cache disk is full by then, so they cannot move into the
+    # uploaded index: the file fails with ENOSPC. Each part's reservation was released for
+    # the move and again by the failure: the count went below zero (-3 MiB here), and with
+    # it the backpressure that keeps unsent parts within --cache-size.
+    rig = make_fs(cache_parts=4, cache_dir=small_disk / "cache", retries=True)
+    rig.server.set_faults("UploadMultipartPart:hang:#1+")
+    fh = rig.fs.create(b"/f", 0o644, 0, 0, pid=OPENER)
+    rig.write_blocks(fh, payload(3 * PART, 90))
+    wait_for(lambda: rig.server.stats()["requests"].get("UploadMultipartPart", 0) == 2,
+             what="two parts held")
+    with fill(small_disk) as filler:
+        rig.server.set_faults("")
+        with pytest.raises(FsError) as on_close:
+            rig.fs.flush(fh, pid=OPENER)
+        assert on_close.value.errno == errno.ENOSPC
+        rig.fs.release(fh)
+        assert rig.cache.reserved == 0
+        filler.truncate(0)
+    rig.store(b"/g", payload(2 * PART + 1, 91))  # the mount goes on
+    assert rig.cache.reserved == 0
