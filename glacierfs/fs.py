@@ -483,11 +483,11 @@ class GlacierFS:
                 self._handles.pop(fh, None)
                 # The last close of a hidden file: libfuse unlinks it next. If it does not
                 # (someone else named an open file so), it is no leftover.
-                shown = handle.ino in self._hidden and not any(
+                unhide = handle.ino in self._hidden and not any(
                     other.ino == handle.ino for other in self._handles.values())
-                if shown:
+                if unhide:
                     self._hidden.discard(handle.ino)
-            if shown:
+            if unhide:
                 self.catalog.unmark_hidden(handle.ino)
 
     def fsync(self, fh: int) -> None:
