@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
+import dataclasses
 import html
 import json
 import re
@@ -144,9 +145,8 @@ def _json(description: str) -> Described | None:
     for key in ("path", "Path"):
         if key in fields:
             found = _with_path("json", fields[key], fields.get("mtime"))
-            if fields.get("truncated") is True:  # description.py cut it: only a beginning
-                return Described("json", found.path, found.mtime_ns, truncated=True)
-            return found
+            # description.py cut it: only a beginning
+            return dataclasses.replace(found, truncated=fields.get("truncated") is True)
     return None
 
 

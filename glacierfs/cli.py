@@ -354,8 +354,7 @@ def status(mountpoint: Path, watch: bool) -> None:
               help="Retrieval tier for the catalog snapshot (Expedited: minutes, costs more).")
 @click.option("--snapshot", metavar="ARCHIVE_ID",
               help="Restore this catalog snapshot (its archive id, or the start of it), not the "
-                   "newest: another catalog's (recover lists them when it leaves archives "
-                   "alone).")
+                   "newest: another catalog's (recover lists them).")
 def recover(vault: str, endpoint_url, region, profile, local_dir, cache_dir, force,
             poll_interval, tier, snapshot) -> None:
     """Rebuild the catalog of VAULT in a cache dir that has none (a new machine).

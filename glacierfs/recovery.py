@@ -89,7 +89,7 @@ def settle_superseded(fs, entry: JournalEntry, path: bytes) -> None:
                 "recorded; dropping its upload (an archive it made in one request stays in "
                 "the vault, unnamed)", shown)
     try:
-        _Recovery(fs, entry).settle_superseded()
+        _Recovery(fs, entry).settle_unnamed()
     except Exception as error:  # noqa: BLE001 - the journal no longer holds it either way
         log.warning("%s: the replaced upload could not be cleaned up: %s", shown, error)
 
@@ -185,29 +185,28 @@ class _Recovery:
         return max(ends)
 
     def _settle_removed(self) -> None:
-        # Its name went while the upload ran. An upload the crash caught after Complete can
-        # no longer be aborted (Glacier refuses, and the mount would never start): repeat
-        # Complete to learn the archive, which record_archive dooms, as nothing names it.
-        archive_id = self._completed_before()
-        if archive_id is None:
+        # Its name went while the upload ran.
+        if self.settle_unnamed():
+            log.info("%s: removed after its upload completed; deleting the archive", self.shown)
+        else:
             log.info("%s: removed while it was being written; dropping its upload", self.shown)
-            self._drop()
-            return
-        log.info("%s: removed after its upload completed; deleting the archive", self.shown)
-        self.fs.record_archive(self.entry.cache_key, self.entry.ino, self.path,
-                               self.entry.size, archive_id, self.entry.tree_hash,
-                               self.part_size, [])
-        self._discard_parts()
 
-    def settle_superseded(self) -> None:
-        """A later content replaced this one (settle_superseded): never record it."""
+    def settle_unnamed(self) -> bool:
+        """Nothing will name this content (its file was removed, or a later content replaced
+        it): it is never recorded. An upload that completed can no longer be aborted (Glacier
+        refuses, and the mount would never start): Complete, repeated, gives the archive, which
+        is doomed and deleted; any other upload is aborted. Its parts and its journal row go.
+        Returns whether it had completed."""
         archive_id = self._completed_before()
         if archive_id is None:
             self._drop()
-            return
-        self.fs.journal.doom(archive_id, self.path)
+            return False
+        with self.fs.catalog.db.transaction():
+            self.fs.journal.doom(archive_id, self.path)
+            self.fs.journal.end(self.entry.cache_key)
         self.fs.delete_archives([archive_id])
         self._discard_parts()
+        return True
 
     def _overwrite(self) -> bool:
         return self.fs.catalog.inode(self.entry.ino).state == "stored"

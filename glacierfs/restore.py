@@ -109,10 +109,14 @@ def gone(archive_id: str) -> str:
     return f"the vault no longer has archive {archive_id}"
 
 
+def failed(row: Restore | None, node: Inode) -> bool:
+    """Whether the last restore of the file's content failed."""
+    return row is not None and row.state == "failed" and row.archive_id == node.archive_id
+
+
 def failed_for_good(row: Restore | None, node: Inode) -> bool:
     """Whether the file's restore failed because its archive is gone: asking again is futile."""
-    return (row is not None and row.state == "failed" and row.archive_id == node.archive_id
-            and gone(row.archive_id) in (row.error or ""))
+    return failed(row, node) and gone(row.archive_id) in (row.error or "")
 
 
 @dataclass(frozen=True)
@@ -249,7 +253,7 @@ class Restores:
                     f"size={row.size}")
         if self.is_cached(node):
             return "cached"
-        if row is not None and row.state == "failed" and row.archive_id == node.archive_id:
+        if failed(row, node):
             return f"archived error={' '.join((row.error or '?').split())}"
         return "archived"
 
@@ -342,8 +346,7 @@ class Restores:
             log.log(level, "%s: not readable yet: being restored (tier %s, job %s, %d of %d "
                     "bytes downloaded); reads work once `getfattr -n %s` says cached", shown,
                     row.tier, row.job_id, self.downloaded(row), row.size, STATE)
-        elif self.config.on_read and not (row is not None and row.state == "failed"
-                                          and row.archive_id == node.archive_id):
+        elif self.config.on_read and not failed(row, node):
             try:
                 self.request(node, path, self.config.on_read, uploading=False)
                 log.warning("%s: its data is only in the vault (archive %s); --restore-on-read "
@@ -359,11 +362,10 @@ class Restores:
                     "bring it back; remove the file, or write it again from another copy",
                     shown, node.archive_id)
         else:
-            failed = (f" (the last restore failed: {row.error})" if row is not None
-                      and row.state == "failed" and row.archive_id == node.archive_id else "")
+            last = f" (the last restore failed: {row.error})" if failed(row, node) else ""
             log.log(level, "%s: its data is only in the vault (archive %s), not in the "
                     "cache%s; restore it with `glacierfs restore %s` or `setfattr -n %s -v "
-                    "Standard %s`, then read it again", shown, node.archive_id, failed, shown,
+                    "Standard %s`, then read it again", shown, node.archive_id, last, shown,
                     RESTORE, shown)
         return FsError(errno.ENODATA, f"{path!r} is not cached")
 

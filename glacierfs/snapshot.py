@@ -257,7 +257,7 @@ class Snapshotter:
                 log.warning("catalog snapshot failed: %s; trying again %s", error, retry)
                 return None
 
-    def take(self, vault=None) -> Snapshot:
+    def take(self, vault) -> Snapshot:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         copy = self.work_dir / "catalog-copy.sqlite3"
         packed = self.work_dir / "catalog-copy.sqlite3.gz"
@@ -266,8 +266,7 @@ class Snapshotter:
             changes = copy_catalog(self.catalog_path, copy)
             compress(copy, packed)
             description = describe(created, catalog_id(self.db))
-            archive_id, tree_hash, size = upload(vault or self.fs.vault, packed, description,
-                                                 self.part_size)
+            archive_id, tree_hash, size = upload(vault, packed, description, self.part_size)
         finally:
             copy.unlink(missing_ok=True)
             packed.unlink(missing_ok=True)

@@ -31,7 +31,6 @@ from .errors import UserError
 from .vault import Vault, is_not_found, user_errors
 
 
-
 @dataclass(frozen=True)
 class Upload:
     upload_id: str
